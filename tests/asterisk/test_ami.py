@@ -1,0 +1,131 @@
+"""AMI against the real sandbox: login, MixMonitor on a live channel, errors, no lost events."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+
+from reffection_ari.ami import AmiClient, AmiConfig, AmiError
+from reffection_ari.sandbox import Sandbox
+
+
+def _config(sandbox: Sandbox) -> AmiConfig:
+    return AmiConfig(
+        host=sandbox.ami_host, port=sandbox.ami_port, username=sandbox.ami_user, secret=sandbox.ami_secret
+    )
+
+
+class EventLog:
+    """Collects AMI events and lets a test await one matching a predicate."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, str]] = []
+        self._changed = asyncio.Condition()
+
+    def __call__(self, headers: dict[str, str]) -> None:
+        self.events.append(headers)
+        asyncio.get_running_loop().create_task(self._notify())
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def wait_for(self, pred: object, timeout: float = 10.0) -> dict[str, str]:
+        assert callable(pred)
+
+        async def _wait() -> dict[str, str]:
+            async with self._changed:
+                while True:
+                    for ev in self.events:
+                        if pred(ev):
+                            return ev
+                    await self._changed.wait()
+
+        return await asyncio.wait_for(_wait(), timeout)
+
+
+async def _originate_local(sandbox: Sandbox, events: EventLog, hold: int = 3) -> tuple[str, str]:
+    """Start a Local channel from the CLI (the daemon's AMI user may not originate) and return
+    its ``;1`` half's (uniqueid, name) as AMI reports it."""
+    tag = uuid.uuid4().hex[:8]
+    seen = {e.get("Uniqueid") for e in events.events}
+    await asyncio.to_thread(
+        sandbox.cli, f"channel originate Local/s{tag}@subscriber application Wait {hold}"
+    )
+    new = await events.wait_for(
+        lambda e: e.get("Event") == "Newchannel"
+        and e.get("Channel", "").startswith(f"Local/s{tag}@subscriber")
+        and e.get("Channel", "").endswith(";1")
+        and e.get("Uniqueid") not in seen
+    )
+    return new["Uniqueid"], new["Channel"]
+
+
+async def test_login_and_bad_action(sandbox: Sandbox) -> None:
+    ami = AmiClient(_config(sandbox))
+    await ami.connect()
+    try:
+        assert ami.connected
+        pong = await ami.action({"Action": "Ping"})
+        assert pong["Response"] == "Success"
+        with pytest.raises(AmiError) as err:
+            await ami.stop_mix_monitor("PJSIP/does-not-exist-00000000")
+        assert err.value.code == "ami_action_failed"
+    finally:
+        await ami.close()
+    assert not ami.connected
+
+
+async def test_bad_secret_is_a_clear_error(sandbox: Sandbox) -> None:
+    cfg = AmiConfig(host=sandbox.ami_host, port=sandbox.ami_port, username="reffection", secret="wrong")
+    ami = AmiClient(cfg)
+    with pytest.raises(AmiError) as err:
+        await ami.connect(timeout=2.0)
+    assert err.value.code == "ami_unavailable"
+
+
+async def test_mixmonitor_records_real_frames(sandbox: Sandbox) -> None:
+    ami = AmiClient(_config(sandbox))
+    events = EventLog()
+    ami.add_listener("*", events)
+    await ami.connect()
+    try:
+        cid, channel = await _originate_local(sandbox, events, hold=3)
+        name = f"reffection/ami-{cid}.wav"
+        await ami.mix_monitor(channel, name)
+        await events.wait_for(lambda e: e.get("Event") == "MixMonitorStart" and e.get("Uniqueid") == cid)
+        # MixMonitor ends with the channel (no MixMonitorStop event then); the file is complete
+        # once the Local channel's other half is gone too.
+        other = channel[:-1] + "2"
+        await events.wait_for(lambda e: e.get("Event") == "Hangup" and e.get("Channel") == other, timeout=15)
+        wav = sandbox.host_path(f"/var/spool/asterisk/monitor/{name}")
+        size = wav.stat().st_size
+        # 8 kHz, 16-bit mono: > 1 s of audio is > 16 kB beyond the 44-byte header
+        assert size > 44 + 16000, size
+    finally:
+        await ami.close()
+
+
+async def test_no_event_lost_around_mixmonitor_test_events(sandbox: Sandbox) -> None:
+    """Debian's build emits TestEvent + an extra CRLF at the end of each MixMonitor; the parser
+    must still deliver every Hangup event that follows it."""
+    ami = AmiClient(_config(sandbox))
+    events = EventLog()
+    ami.add_listener("*", events)
+    await ami.connect()
+    try:
+        names: list[str] = []
+        for _ in range(20):
+            cid, channel = await _originate_local(sandbox, events, hold=1)
+            names += [channel, channel[:-1] + "2"]
+            await ami.mix_monitor(channel, f"reffection/amil-{cid}.wav")
+        for name in names:
+            await events.wait_for(
+                lambda e, name=name: e.get("Event") == "Hangup" and e.get("Channel") == name, timeout=20
+            )
+        ends = [e for e in events.events if e.get("Event") == "TestEvent" and e.get("State") == "MIXMONITOR_END"]
+        assert len(ends) >= 20  # the events that carry the extra CRLF really were on the wire
+    finally:
+        await ami.close()
