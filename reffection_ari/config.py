@@ -1,0 +1,395 @@
+"""The daemon's one YAML file, validated at start into typed, frozen settings.
+
+Every error names the exact key (dotted path) and the reason, so a bad deployment fails before
+it dials anyone. Paths are resolved relative to the config file's directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import time
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from .errors import ConfigError
+from .flow import FlowPrompts
+from .lead import Prompt
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+_PROMPT_NAMES = ("disclosure", "question", "invalid", "goodbye", "whisper", "hold", "apology", "thanks")
+
+
+@dataclass(frozen=True, slots=True)
+class AriSettings:
+    url: str
+    username: str
+    password: str = field(repr=False)
+    app: str = "reffection"
+
+
+@dataclass(frozen=True, slots=True)
+class AmiSettings:
+    host: str
+    port: int
+    username: str
+    secret: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """A platform's bearer key. Only its SHA-256 is kept in memory after load."""
+
+    name: str
+    audience: str
+    sha256: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ApiSettings:
+    host: str
+    port: int
+    keys: tuple[ApiKey, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RouteSettings:
+    match: str  # "+44", "+7" ... or "region:GB"; "*" = default
+    dial: str  # template, e.g. "PJSIP/{e164}@partner-trunk"
+    trunk: str
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySettings:
+    pack: str = "eu"
+    calling_window: tuple[time, time] | None = None
+    max_concurrent: int = 10
+    max_cps: float = 5.0
+    max_attempts_24h: int | None = None
+    cooldown_after_decline_hours: float | None = None
+    trunk_max_concurrent: int | None = None
+    trunk_max_cps: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignSettings:
+    name: str
+    audience: str
+    advertiser: str  # advertiser id (receipt audience)
+    advertiser_name: str
+    consent_mode: Literal["ivr", "agent"]
+    caller_id: str  # the partner's caller id presented to the subscriber
+    agent_dial: str
+    agent_id: str | None
+    prompts: FlowPrompts
+    yes_key: str = "1"
+    no_key: str = "2"
+    optout_key: str = "9"
+    confirm_key: str = "#"
+    first_digit_timeout: float = 5.0
+    max_retries: int = 2
+    subscriber_ring_timeout: float = 30.0
+    agent_ring_timeout: float = 20.0
+    wrap_up_seconds: float = 30.0
+    max_call_seconds: float = 900.0
+    transfer_dial: str | None = None
+    policy: PolicySettings = field(default_factory=PolicySettings)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingSettings:
+    asterisk_dir: str  # where MixMonitor writes, as Asterisk sees it
+    host_dir: Path  # the same directory from this process's view
+    retention_days: int = 90
+
+
+@dataclass(frozen=True, slots=True)
+class DeliverySettings:
+    outbox: Path
+    jsonl: Path | None = None
+    webhook_url: str | None = None
+    webhook_secret: str | None = field(default=None, repr=False)
+    max_attempts: int = 8
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    node: str
+    issuer: str  # the partner's name in receipts
+    ari: AriSettings
+    ami: AmiSettings
+    api: ApiSettings
+    keyring: Path
+    vault: Path
+    audit_log: Path
+    recordings: RecordingSettings
+    delivery: DeliverySettings
+    routes: tuple[RouteSettings, ...]
+    campaigns: Mapping[str, CampaignSettings]
+    default_region: str | None = None
+    agi_host: str | None = None
+    agi_port: int = 14573
+    shutdown_grace: float = 10.0
+
+    @property
+    def app_name(self) -> str:
+        """ARI application name, namespaced per node so a restart resyncs only its own calls."""
+        return f"{self.ari.app}-{self.node}"
+
+
+# ---- loading ---------------------------------------------------------------------------------------
+def load_config(path: str | Path) -> Config:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(str(path), "config file not found") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(str(path), f"not valid YAML: {exc}") from None
+    return parse_config(raw, base_dir=path.parent)
+
+
+def parse_config(raw: Any, *, base_dir: Path) -> Config:
+    r = _Reader(raw, "", base_dir)
+    node = r.name("node", default="node1")
+    ari = r.sub("ari")
+    ami = r.sub("ami")
+    api = r.sub("api")
+    rec = r.sub("recordings")
+    delivery = r.sub("delivery")
+    cfg_routes = tuple(
+        RouteSettings(match=x.text("match"), dial=x.dial_template("dial"), trunk=x.text("trunk"))
+        for x in r.items("routes", min_len=1)
+    )
+    keys = []
+    for k in api.items("keys", min_len=1):
+        secret = k.text("key", min_len=24)
+        keys.append(ApiKey(name=k.name("name"), audience=k.name("audience"), sha256=_sha(secret)))
+    if len({k.sha256 for k in keys}) != len(keys):
+        raise ConfigError("api.keys", "two keys are identical")
+    campaigns = {}
+    audiences = {k.audience for k in keys}
+    for name, c in r.mapping("campaigns", min_len=1):
+        if not _NAME.match(name):
+            raise ConfigError(f"campaigns.{name}", "campaign names are lowercase [a-z0-9_.-]")
+        campaigns[name] = _campaign(name, c, audiences)
+    return Config(
+        node=node,
+        issuer=r.text("issuer", default="partner"),
+        ari=AriSettings(
+            url=ari.url("url"), username=ari.text("username"), password=ari.text("password"),
+            app=ari.name("app", default="reffection"),
+        ),
+        ami=AmiSettings(
+            host=ami.text("host", default="127.0.0.1"), port=ami.port("port"),
+            username=ami.text("username"), secret=ami.text("secret"),
+        ),
+        api=ApiSettings(host=api.text("host", default="127.0.0.1"), port=api.port("port"), keys=tuple(keys)),
+        keyring=r.file("keyring"),
+        vault=r.file("vault"),
+        audit_log=r.file("audit_log"),
+        recordings=RecordingSettings(
+            asterisk_dir=rec.text("asterisk_dir", default="/var/spool/asterisk/monitor/reffection"),
+            host_dir=rec.file("host_dir"),
+            retention_days=rec.integer("retention_days", default=90, minimum=1),
+        ),
+        delivery=DeliverySettings(
+            outbox=delivery.file("outbox"),
+            jsonl=delivery.file("jsonl", optional=True),
+            webhook_url=delivery.url("webhook_url", optional=True),
+            webhook_secret=delivery.text("webhook_secret", default=None, min_len=16),
+            max_attempts=delivery.integer("max_attempts", default=8, minimum=1),
+        ),
+        routes=cfg_routes,
+        campaigns=campaigns,
+        default_region=r.text("default_region", default=None),
+        agi_host=r.text("agi_host", default=None),
+        agi_port=r.port("agi_port", default=14573),
+        shutdown_grace=r.number("shutdown_grace", default=10.0),
+    )  # fmt: skip
+
+
+def _campaign(name: str, c: _Reader, audiences: set[str]) -> CampaignSettings:
+    audience = c.name("audience")
+    if audience not in audiences:
+        raise ConfigError(f"{c.path}audience", f"no API key has audience {audience!r}")
+    mode = c.choice("consent_mode", ("ivr", "agent"))
+    prompts_r = c.sub("prompts")
+    prompts: dict[str, Prompt | None] = {}
+    for pname in _PROMPT_NAMES:
+        p = prompts_r.sub(pname, optional=True)
+        prompts[pname] = (
+            None
+            if p is None
+            else Prompt(
+                id=p.text("id"), version=p.text("version"), language=p.text("language", default="en"),
+                text=p.text("text"), media=p.text("media"),
+            )
+        )  # fmt: skip
+    disclosure = prompts.pop("disclosure")
+    if disclosure is None:
+        raise ConfigError(f"{prompts_r.path}disclosure", "required")
+    if mode == "ivr" and prompts["question"] is None:
+        raise ConfigError(f"{prompts_r.path}question", "required when consent_mode is 'ivr'")
+    keys = c.sub("keys", optional=True) or _Reader({}, f"{c.path}keys.", c.base_dir)
+    t = c.sub("timeouts", optional=True) or _Reader({}, f"{c.path}timeouts.", c.base_dir)
+    pol = c.sub("policy", optional=True) or _Reader({}, f"{c.path}policy.", c.base_dir)
+    adv = c.sub("advertiser")
+    agent = c.sub("agent")
+    return CampaignSettings(
+        name=name, audience=audience, advertiser=adv.name("id"), advertiser_name=adv.text("name"),
+        consent_mode=mode, caller_id=c.text("caller_id"),
+        agent_dial=agent.text("dial"), agent_id=agent.text("id", default=None),
+        prompts=FlowPrompts(disclosure=disclosure, **prompts),
+        yes_key=keys.dtmf("yes", "1"), no_key=keys.dtmf("no", "2"),
+        optout_key=keys.dtmf("optout", "9"), confirm_key=keys.dtmf("confirm", "#"),
+        first_digit_timeout=t.number("first_digit", default=5.0),
+        max_retries=t.integer("retries", default=2, minimum=0),
+        subscriber_ring_timeout=t.number("subscriber_ring", default=30.0),
+        agent_ring_timeout=t.number("agent_ring", default=20.0),
+        wrap_up_seconds=t.number("wrap_up", default=30.0),
+        max_call_seconds=t.number("max_call", default=900.0),
+        transfer_dial=c.text("transfer_dial", default=None),
+        policy=PolicySettings(
+            pack=pol.choice("pack", ("ru", "us", "eu", "sandbox"), default="eu"),
+            calling_window=pol.window("calling_window"),
+            max_concurrent=pol.integer("max_concurrent", default=10, minimum=1),
+            max_cps=pol.number("max_cps", default=5.0),
+            max_attempts_24h=pol.integer("max_attempts_24h", default=None, minimum=1),
+            cooldown_after_decline_hours=pol.number("cooldown_after_decline_hours", default=None),
+            trunk_max_concurrent=pol.integer("trunk_max_concurrent", default=None, minimum=1),
+            trunk_max_cps=pol.number("trunk_max_cps", default=None),
+        ),
+    )  # fmt: skip
+
+
+def _sha(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode()).digest()
+
+
+_MISSING = object()
+
+
+class _Reader:
+    """Typed access to one YAML mapping that reports errors with the full dotted key."""
+
+    def __init__(self, raw: Any, path: str, base_dir: Path) -> None:
+        if not isinstance(raw, dict):
+            raise ConfigError(path.rstrip(".") or "(top level)", "must be a mapping")
+        self.raw = raw
+        self.path = path
+        self.base_dir = base_dir
+
+    def _get(self, key: str, default: Any) -> Any:
+        value = self.raw.get(key, _MISSING)
+        if value is _MISSING or value is None:
+            if default is _MISSING:
+                raise ConfigError(self.path + key, "required")
+            return default
+        return value
+
+    def sub(self, key: str, optional: bool = False) -> Any:
+        value = self._get(key, None if optional else _MISSING)
+        return None if value is None else _Reader(value, f"{self.path}{key}.", self.base_dir)
+
+    def items(self, key: str, min_len: int = 0) -> list[_Reader]:
+        value = self._get(key, _MISSING)
+        if not isinstance(value, list) or len(value) < min_len:
+            raise ConfigError(self.path + key, f"must be a list with at least {min_len} item(s)")
+        return [_Reader(v, f"{self.path}{key}[{i}].", self.base_dir) for i, v in enumerate(value)]
+
+    def mapping(self, key: str, min_len: int = 0) -> list[tuple[str, _Reader]]:
+        value = self._get(key, _MISSING)
+        if not isinstance(value, dict) or len(value) < min_len:
+            raise ConfigError(self.path + key, f"must be a mapping with at least {min_len} entry")
+        return [(str(k), _Reader(v, f"{self.path}{key}.{k}.", self.base_dir)) for k, v in value.items()]
+
+    def text(self, key: str, default: Any = _MISSING, min_len: int = 1) -> Any:
+        value = self._get(key, default)
+        if value is default and default is not _MISSING:
+            return value
+        if not isinstance(value, str | int) or isinstance(value, bool):
+            raise ConfigError(self.path + key, "must be a string")
+        value = str(value)
+        if len(value) < min_len:
+            raise ConfigError(self.path + key, f"must be at least {min_len} characters")
+        return value
+
+    def name(self, key: str, default: Any = _MISSING) -> Any:
+        value = self.text(key, default)
+        if value is not None and not _NAME.match(value):
+            raise ConfigError(self.path + key, "must match [a-z0-9][a-z0-9_.-]* (max 63)")
+        return value
+
+    def choice(self, key: str, options: tuple[str, ...], default: Any = _MISSING) -> Any:
+        value = self.text(key, default)
+        if value not in options:
+            raise ConfigError(self.path + key, f"must be one of {', '.join(options)}")
+        return value
+
+    def number(self, key: str, default: Any = _MISSING) -> Any:
+        value = self._get(key, default)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            raise ConfigError(self.path + key, "must be a positive number")
+        return float(value)
+
+    def integer(self, key: str, default: Any = _MISSING, minimum: int = 0) -> Any:
+        value = self._get(key, default)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ConfigError(self.path + key, f"must be an integer >= {minimum}")
+        return value
+
+    def port(self, key: str, default: Any = _MISSING) -> Any:
+        value = self._get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
+            raise ConfigError(self.path + key, "must be a TCP/UDP port (0-65535)")
+        return value
+
+    def url(self, key: str, optional: bool = False) -> Any:
+        value = self.text(key, None if optional else _MISSING)
+        if value is not None and not re.match(r"^https?://[^\s/]+", value):
+            raise ConfigError(self.path + key, "must be an http(s) URL")
+        return value
+
+    def file(self, key: str, optional: bool = False) -> Any:
+        value = self.text(key, None if optional else _MISSING)
+        if value is None:
+            return None
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else (self.base_dir / p)
+
+    def dtmf(self, key: str, default: str) -> Any:
+        value = self.text(key, default)
+        if len(value) != 1 or value not in "0123456789*#ABCD":
+            raise ConfigError(self.path + key, "must be one DTMF key (0-9, *, #, A-D)")
+        return value
+
+    def dial_template(self, key: str) -> Any:
+        value = self.text(key)
+        if "{e164}" not in value and "{national}" not in value and "{digits}" not in value:
+            raise ConfigError(self.path + key, "must contain {e164}, {digits} or {national}")
+        return value
+
+    def window(self, key: str) -> tuple[time, time] | None:
+        value = self.text(key, None)
+        if value is None:
+            return None
+        m = re.fullmatch(r"(\d{2}):(\d{2})-(\d{2}):(\d{2})", value)
+        if not m:
+            raise ConfigError(self.path + key, "must look like 09:00-20:00")
+        h1, m1, h2, m2 = (int(g) for g in m.groups())
+        try:
+            start, end = time(h1, m1), time(h2, m2)
+        except ValueError:
+            raise ConfigError(self.path + key, "not a valid time range") from None
+        if start >= end:
+            raise ConfigError(self.path + key, "start must be before end")
+        return (start, end)
