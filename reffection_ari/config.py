@@ -19,6 +19,7 @@ import yaml
 from .errors import ConfigError
 from .flow import FlowPrompts
 from .lead import Prompt
+from .routing import RouteTable
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 _PROMPT_NAMES = ("disclosure", "question", "invalid", "goodbye", "whisper", "hold", "apology", "thanks")
@@ -58,9 +59,14 @@ class ApiSettings:
 
 @dataclass(frozen=True, slots=True)
 class RouteSettings:
-    match: str  # "+44", "+7" ... or "region:GB"; "*" = default
-    dial: str  # template, e.g. "PJSIP/{e164}@partner-trunk"
-    trunk: str
+    """The route table as configured: ``{prefix|region, dial, trunk?}`` items and a default."""
+
+    items: tuple[Mapping[str, Any], ...]
+    default: str | None
+    trunks: tuple[str, ...]
+
+    def table(self) -> RouteTable:
+        return RouteTable.from_config(self.items, self.default)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +134,7 @@ class Config:
     audit_log: Path
     recordings: RecordingSettings
     delivery: DeliverySettings
-    routes: tuple[RouteSettings, ...]
+    routes: RouteSettings
     campaigns: Mapping[str, CampaignSettings]
     default_region: str | None = None
     agi_host: str | None = None
@@ -161,10 +167,13 @@ def parse_config(raw: Any, *, base_dir: Path) -> Config:
     api = r.sub("api")
     rec = r.sub("recordings")
     delivery = r.sub("delivery")
-    cfg_routes = tuple(
-        RouteSettings(match=x.text("match"), dial=x.dial_template("dial"), trunk=x.text("trunk"))
-        for x in r.items("routes", min_len=1)
-    )
+    route_items = tuple(x.raw for x in r.items("routes", min_len=1))
+    default_route = r.text("default_route", default=None)
+    try:
+        table = RouteTable.from_config(route_items, default_route)
+    except ConfigError as exc:
+        raise ConfigError(exc.key if exc.key.startswith("routes") else f"routes.{exc.key}", exc.reason) from None
+    cfg_routes = RouteSettings(items=route_items, default=default_route, trunks=table.trunks())
     keys = []
     for k in api.items("keys", min_len=1):
         secret = k.text("key", min_len=24)

@@ -34,16 +34,8 @@ def sandbox() -> Iterator[Sandbox]:
         if IN_CI:
             pytest.fail(f"Asterisk sandbox unavailable under CI: [{exc.code}] {exc.message}")
         pytest.skip(f"Asterisk sandbox unavailable: [{exc.code}] {exc.message}")
-    owned = box.pid() is None
-    if owned:
-        box.start()
-    else:
-        box.wait_ready()
-    try:
+    with box.lease():
         yield box
-    finally:
-        if owned:
-            box.stop()
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -21,6 +22,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -207,6 +209,41 @@ class Sandbox:
         with contextlib.suppress(FileNotFoundError):
             (self.root / "run/asterisk/asterisk.ctl").unlink()
 
+    # ---- shared use ------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def lease(self, start_timeout: float = 30.0) -> Iterator[Sandbox]:
+        """Use the sandbox, starting it if needed; several processes may hold leases at once.
+
+        Each holder keeps a shared lock on ``users.lock``. Asterisk is stopped on exit only by the
+        holder that started it, and only when no other holder remains -- so a test run, the demo
+        and an operator's ``sandbox up`` can overlap without pulling Asterisk from under each other.
+        """
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        users = open(self.cache_dir / "users.lock", "a+")  # noqa: SIM115 - held for the lease
+        started = False
+        try:
+            with open(self.cache_dir / "start.lock", "a+") as start_lock:
+                fcntl.flock(start_lock, fcntl.LOCK_EX)
+                fcntl.flock(users, fcntl.LOCK_SH)
+                if self.pid() is None:
+                    self.start(start_timeout)
+                    started = True
+                else:
+                    self.wait_ready(start_timeout)
+            yield self
+        finally:
+            fcntl.flock(users, fcntl.LOCK_UN)
+            if started:
+                with open(self.cache_dir / "start.lock", "a+") as start_lock:
+                    fcntl.flock(start_lock, fcntl.LOCK_EX)
+                    try:
+                        fcntl.flock(users, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except BlockingIOError:
+                        log.info("sandbox still in use by another process; leaving Asterisk running")
+                    else:
+                        self.stop()
+            users.close()
+
     # ---- run -------------------------------------------------------------------------------
     def pid(self) -> int | None:
         try:
@@ -309,9 +346,7 @@ class Sandbox:
 
     def _check_ports_free(self) -> None:
         for kind, port in (("tcp", self.ports.ari), ("tcp", self.ports.ami), ("udp", self.ports.sip)):
-            sock = socket.socket(
-                socket.AF_INET, socket.SOCK_STREAM if kind == "tcp" else socket.SOCK_DGRAM
-            )
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM if kind == "tcp" else socket.SOCK_DGRAM)
             try:
                 # SO_REUSEADDR as Asterisk itself does: TIME_WAIT leftovers are not a conflict.
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

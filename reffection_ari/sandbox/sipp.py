@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
+import tempfile
 from pathlib import Path
 from types import TracebackType
 
 from ..errors import SandboxError
+from .scenarios import Scenario
 
 SCENARIO_DIR = Path(__file__).with_name("sipp")
 
@@ -44,7 +46,7 @@ class SippUAS:
 
     def __init__(
         self,
-        scenario: str,
+        scenario: str | Scenario,
         port: int,
         *,
         trace_dir: Path | None = None,
@@ -53,7 +55,14 @@ class SippUAS:
     ) -> None:
         if shutil.which("sipp") is None:
             raise SandboxError("sipp is not installed (apt-get install sip-tester)", code="sipp_missing")
-        self.scenario = scenario_path(scenario)
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        if isinstance(scenario, Scenario):
+            self._tmp = tempfile.TemporaryDirectory(prefix="reffection-sipp-")
+            path = Path(self._tmp.name) / f"{scenario.name}.xml"
+            path.write_text(scenario.xml)
+            self.scenario = path
+        else:
+            self.scenario = scenario_path(scenario)
         self.port = port
         self.trace_dir = trace_dir
         self.calls = calls
@@ -111,6 +120,7 @@ class SippUAS:
     async def stop(self) -> None:
         proc = self._proc
         if proc is None or proc.returncode is not None:
+            self._cleanup()
             return
         with contextlib.suppress(ProcessLookupError):
             proc.terminate()
@@ -120,6 +130,12 @@ class SippUAS:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             await proc.wait()
+        self._cleanup()
+
+    def _cleanup(self) -> None:
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
 
     async def __aenter__(self) -> SippUAS:
         await self.start()

@@ -25,7 +25,7 @@ class Lease(Protocol):
 class PreparedCall:
     """Everything needed to dial, decided inside the partner boundary before any channel exists."""
 
-    subscriber_id: str = field(repr=False)
+    subscriber_id: bytes = field(repr=False)
     dial_string: str = field(repr=False)
     trunk: str
     policy_checks: tuple[dict[str, Any], ...] = ()
@@ -42,9 +42,9 @@ class Partner(Protocol):
 
     def prepare(self, token: str, audience: str, campaign: CampaignSettings) -> PreparedCall: ...
 
-    def opt_out(self, subscriber_id: str, call_id: str) -> None: ...
+    def opt_out(self, subscriber_id: bytes, call_id: str) -> None: ...
 
-    def record_outcome(self, subscriber_id: str, campaign: str, outcome: str, at: datetime) -> None: ...
+    def record_outcome(self, subscriber_id: bytes, campaign: str, outcome: str, at: datetime) -> None: ...
 
     async def build_lead(
         self,
@@ -52,7 +52,7 @@ class Partner(Protocol):
         call_id: str,
         token: str,
         audience: str,
-        subscriber_id: str,
+        subscriber_id: bytes,
         campaign: CampaignSettings,
         evidence: ConsentEvidence,
         recording: RecordingInfo | None,
