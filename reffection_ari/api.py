@@ -9,7 +9,6 @@ Errors are ``{"error": {"code", "message"}}`` with the HTTP status that fits the
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import json
@@ -60,9 +59,6 @@ _STATUS: dict[str, int] = {
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 HealthProbe = Callable[[], dict[str, bool]]
 OptOut = Callable[[str, str], None]
-
-AUDIENCE: web.AppKey[str] = web.AppKey("audience_placeholder", str)
-
 
 class ApiError(ReffectionError):
     code = "bad_request"
@@ -178,9 +174,14 @@ def create_app(
         await asyncio.to_thread(opt_out, data["token"], audience)
         return web.json_response({"token": data["token"], "dnc": True})
 
+    streams: set[asyncio.Task[Any]] = set()
+
     async def events(request: web.Request) -> web.StreamResponse:
         audience = auth.audience(request)
         queue = service.events(audience)
+        task = asyncio.current_task()
+        assert task is not None
+        streams.add(task)
         response = web.StreamResponse(
             headers={
                 "Content-Type": "text/event-stream",
@@ -202,8 +203,14 @@ def create_app(
         except (ConnectionResetError, asyncio.CancelledError):
             pass
         finally:
+            streams.discard(task)
             service.drop_events(queue)
         return response
+
+    async def close_streams(app: web.Application) -> None:
+        """Live streams never end on their own: end them so shutdown does not wait on them."""
+        for task in list(streams):
+            task.cancel()
 
     async def healthz(request: web.Request) -> web.Response:
         parts = health() if health else {"ari": service.ari_connected}
@@ -221,6 +228,7 @@ def create_app(
         return web.Response(text=service.metrics.render(), content_type="text/plain", charset="utf-8")
 
     app = web.Application(middlewares=[errors], client_max_size=16 * 1024)
+    app.on_shutdown.append(close_streams)
     app.router.add_post("/v1/calls", place_call)
     app.router.add_get("/v1/calls/{call_id}", get_call)
     app.router.add_post("/v1/calls/{call_id}/confirm", confirm)
@@ -244,6 +252,3 @@ async def serve(app: web.Application, host: str, port: int) -> web.AppRunner:
         raise ReffectionError(f"cannot listen on {host}:{port}: {exc.strerror}", code="port_in_use") from None
     return runner
 
-
-with contextlib.suppress(Exception):  # pragma: no cover - keep the placeholder key unused
-    del AUDIENCE

@@ -62,6 +62,9 @@ class DemoResult:
 
 async def run_demo(workdir: Path, sandbox: Sandbox, *, out: Any = print) -> DemoResult:
     config, raw = load_demo_config(workdir, sandbox)
+    for stale in (config.keyring, config.vault, config.delivery.outbox, config.audit_log, config.delivery.jsonl):
+        for path in workdir.glob(f"{stale.name}*") if stale else ():
+            path.unlink()  # the demo owns its work directory: every run starts from nothing
     keyring = Keyring.generate(config.keyring, overwrite=True)
     vault = SqliteVault(config.vault, keyring.lookup_key())
     try:
@@ -106,7 +109,7 @@ async def run_demo(workdir: Path, sandbox: Sandbox, *, out: Any = print) -> Demo
         await subscriber.stop()
         await agent.stop()
         await daemon.stop()
-    recording = Path(lead["recording"]["path"])
+    recording = sandbox.recordings_dir / f"{call_id}.wav"  # the partner's copy; advertisers get its hash
     signing_key, kid = keyring.receipt_signing_key()
     claims = verify_receipt(
         lead["receipt"],

@@ -50,7 +50,13 @@ class Scenario:
 _HEAD = """<?xml version="1.0" encoding="ISO-8859-1" ?>
 <!DOCTYPE scenario SYSTEM "sipp.dtd">
 <scenario name="{name}">
-  <recv request="INVITE" crlf="true">
+"""
+
+_INVITE = """  <recv request="INVITE" crlf="true"/>
+"""
+
+# sipp refuses a scenario with a variable set but never used: capture only when we send a BYE.
+_INVITE_CAPTURE = """  <recv request="INVITE" crlf="true">
     <action>
       <ereg regexp=".*" search_in="hdr" header="From:" assign_to="remote_from"/>
       <ereg regexp="sip:[^>]*" search_in="hdr" header="Contact:" assign_to="remote_contact"/>
@@ -152,7 +158,8 @@ def uas(
     steps: tuple[Step, ...] | list[Step] = (),
 ) -> Scenario:
     """Build a UAS scenario; ``ring_ms`` of 180 Ringing precede the answer."""
-    xml = _HEAD.format(name=name) + _response("100 Trying")
+    sends_bye = any(step.kind == "hangup" for step in steps) and answer == "answer"
+    xml = _HEAD.format(name=name) + (_INVITE_CAPTURE if sends_bye else _INVITE) + _response("100 Trying")
     if answer == "busy":
         xml += _response("486 Busy Here") + '  <recv request="ACK"/>\n  <timewait milliseconds="500"/>\n</scenario>\n'
         return Scenario(name, xml)
