@@ -156,7 +156,7 @@ def create_app(
                     "confirmed": True,
                     "lead_id": result.lead_id,
                     "repeated": result.code == "already_confirmed",
-                }  # fmt: skip
+                }
             )
         code = result.code or "call_ended"
         return error_response(code, f"confirm rejected: {code}")
@@ -220,7 +220,7 @@ def create_app(
                 "status": "ok" if ok else "degraded",
                 **{k: "up" if v else "down" for k, v in parts.items()},
                 "active_calls": service.active_calls,
-            },  # fmt: skip
+            },
             status=200 if ok else 503,
         )
 

@@ -32,7 +32,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"already running: {box.status().describe()}")
             return 0
         seconds = box.start()
-        print(f"sandbox {'built in %.1fs, ' % built if built else ''}started in {seconds:.2f}s")
+        prefix = f"built in {built:.1f}s, " if built else ""
+        print(f"sandbox {prefix}started in {seconds:.2f}s")
         print(box.status().describe())
         print(f"ARI {box.ari_url} user={box.ari_user}  AMI 127.0.0.1:{box.ami_port}  SIP 127.0.0.1:{box.sip_port}")
     elif args.action == "down":

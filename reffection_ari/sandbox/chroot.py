@@ -219,7 +219,7 @@ class Sandbox:
         and an operator's ``sandbox up`` can overlap without pulling Asterisk from under each other.
         """
         self.cache_dir.mkdir(parents=True, exist_ok=True)
-        users = open(self.cache_dir / "users.lock", "a+")  # noqa: SIM115 - held for the lease
+        users = open(self.cache_dir / "users.lock", "a+")
         started = False
         try:
             with open(self.cache_dir / "start.lock", "a+") as start_lock:

@@ -334,6 +334,13 @@ class CallService:
                 return
             owner = self._channels.get(channel_id)
             target = owner[0] if owner else None
+            if target is None and isinstance(event, StasisStart):
+                # A leg of a call this process does not know (left ringing by a previous run)
+                # just answered into our application: end it rather than leave it dangling.
+                log.warning("ending unowned channel that entered the application channel=%s", channel_id)
+                task = asyncio.get_running_loop().create_task(self._hangup_quietly(channel_id, "normal"))
+                task.add_done_callback(_log_task_failure)
+                return
         if target is not None and not target.finished.is_set():
             target.inbox.put_nowait((received, event))
 
@@ -344,13 +351,35 @@ class CallService:
                 future.set_result(None)
 
     def _resync(self, present: set[str]) -> None:
-        """After a reconnect: every leg Asterisk no longer has is reported gone to its flow."""
-        now = self.clock()
-        for channel_id, (call, leg) in list(self._channels.items()):
-            if channel_id not in present and channel_id in call.live and not call.finished.is_set():
+        """After a reconnect: legs Asterisk no longer has are reported gone to their flows.
+
+        ``present`` lists channels in the application; a leg that is still ringing is not in
+        the application yet, so anything missing is confirmed with ``GET /channels/{id}``.
+        """
+        missing = [
+            (channel_id, call, leg)
+            for channel_id, (call, leg) in self._channels.items()
+            if channel_id not in present and channel_id in call.live and not call.finished.is_set()
+        ]
+        if missing:
+            task = asyncio.get_running_loop().create_task(self._confirm_gone(missing))
+            task.add_done_callback(_log_task_failure)
+
+    async def _confirm_gone(self, missing: list[tuple[str, _Call, LegName]]) -> None:
+        for channel_id, call, leg in missing:
+            try:
+                await self.ari.channels.get(channel_id)
+                continue  # still there (ringing): its events resume on the new connection
+            except NotFound:
+                pass
+            except AriError as exc:
+                log.warning("resync check failed call_id=%s code=%s", call.id, exc.code)
+                continue
+            if channel_id in call.live and not call.finished.is_set():
                 log.info("resync: channel gone during disconnect call_id=%s leg=%s", call.id, leg)
-                call.inbox.put_nowait(_gone_event(call, channel_id, leg, None, now))
                 call.live.discard(channel_id)
+                self._channels.pop(channel_id, None)
+                call.inbox.put_nowait(_gone_event(call, channel_id, leg, None, self.clock()))
 
     async def _end_orphans(self) -> list[str]:
         """Channels of this node's app that no call owns (a daemon restart): hang them up."""
@@ -362,10 +391,7 @@ class CallService:
             return ended
         for channel in channels:
             m = _CHANNEL_ID.match(channel.id)
-            in_app = channel.dialplan.app_name == "Stasis" and channel.dialplan.app_data.split(",")[0] == (
-                self.ari.app
-            )
-            if m and (in_app or channel.id.endswith("-s")) and m.group(1) not in self._calls:
+            if m and channel.in_app(self.ari.app) and m.group(1) not in self._calls:
                 await self._hangup_quietly(channel.id, "normal")
                 ended.append(m.group(1))
                 log.warning("ended orphaned call after restart call_id=%s reason=daemon_restart", m.group(1))
