@@ -23,7 +23,15 @@ from .ami import AmiClient, AmiConfig
 from .api import create_app, serve
 from .ari import AriClient, AriConfig
 from .config import Config
-from .evidence import AuditLog, DeliveryWorker, JsonlFileSink, LeadOutbox, ReceiptSigner, WebhookSink
+from .evidence import (
+    AuditLog,
+    DeliveryWorker,
+    JsonlFileSink,
+    LeadOutbox,
+    ReceiptSigner,
+    RetentionSweeper,
+    WebhookSink,
+)
 from .evidence.sinks import DeliverySink
 from .policy import PolicyEngine
 from .service import EVENT_FILTER, CallService, Metrics
@@ -55,15 +63,19 @@ class Daemon:
             self._closers.append(vault.close)
             tokens = TokenService(TokenCodec(keyring), vault)
             routes = cfg.routes.table()
-            policy = PolicyEngine(clock=self.policy_clock or self.clock)
+            signing_key, kid = keyring.receipt_signing_key()
+            audit = AuditLog(cfg.audit_log, signing_key, kid)
+            self._closers.append(audit.close)
+
+            def audit_refusal(code: str, campaign: str) -> None:
+                audit.append("policy_refused", {"code": code, "campaign": campaign})
+
+            policy = PolicyEngine(clock=self.policy_clock or self.clock, on_refusal=audit_refusal)
             for campaign in cfg.campaigns.values():
                 for trunk in cfg.routes.trunks:
                     policy.rules(campaign_policy(campaign, trunk))  # widening config fails here
                 if campaign.policy.pack == "sandbox":
                     log.warning("campaign %s uses the sandbox rule pack: not for real subscribers", campaign.name)
-            signing_key, kid = keyring.receipt_signing_key()
-            audit = AuditLog(cfg.audit_log, signing_key, kid)
-            self._closers.append(audit.close)
             signer = ReceiptSigner(signing_key, kid, cfg.issuer)
             outbox = LeadOutbox(cfg.delivery.outbox)
             self._closers.append(outbox.close)
@@ -103,6 +115,10 @@ class Daemon:
                 log.warning("ended %d call(s) left in Asterisk by a previous run", len(orphans))
             worker_task = asyncio.create_task(worker.run(self._stop), name="outbox-worker")
             self._closers.append(lambda: worker_task)
+            # Confirmed leads' recordings are kept for the retention period, then deleted (audited).
+            sweeper = RetentionSweeper(cfg.recordings.host_dir, cfg.recordings.retention_days, audit)
+            sweeper_task = asyncio.create_task(sweeper.run(self._stop), name="retention-sweeper")
+            self._closers.append(lambda: sweeper_task)
             if cfg.agi_host:
                 agi = await start_agi_server(cfg.agi_host, cfg.agi_port, TokenResolver(tokens, routes))
                 self._closers.append(agi.close)

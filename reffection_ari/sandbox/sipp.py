@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -30,13 +31,25 @@ def scenario_path(scenario: str) -> Path:
     return candidate
 
 
-def _udp_bound(port: int) -> bool:
-    needle = f":{port:04X} "
+def _udp_bound(port: int, pid: int) -> bool:
+    """True when process ``pid`` itself holds a UDP socket bound to ``port`` (another process
+    holding the port must not count as our peer being ready)."""
+    needle = f":{port:04X}"
+    inodes: set[str] = set()
     for table in ("/proc/net/udp", "/proc/net/udp6"):
         with contextlib.suppress(OSError), open(table) as fh:
             for line in fh:
                 parts = line.split()
-                if len(parts) > 2 and (parts[1] + " ").endswith(needle):
+                if len(parts) > 9 and parts[1].endswith(needle):
+                    inodes.add(parts[9])
+    if not inodes:
+        return False
+    fd_dir = Path(f"/proc/{pid}/fd")
+    with contextlib.suppress(OSError):
+        for fd in fd_dir.iterdir():
+            with contextlib.suppress(OSError):
+                target = os.readlink(fd)
+                if target.startswith("socket:[") and target[8:-1] in inodes:
                     return True
     return False
 
@@ -99,7 +112,7 @@ class SippUAS:
         )  # fmt: skip
         loop = asyncio.get_running_loop()
         deadline = loop.time() + ready_timeout
-        while not _udp_bound(self.port):
+        while not _udp_bound(self.port, self._proc.pid):
             if self._proc.returncode is not None or loop.time() > deadline:
                 err = b""
                 if self._proc.stderr is not None and self._proc.returncode is not None:
