@@ -16,6 +16,8 @@ import pytest
 from reffection_ari.errors import SandboxError
 from reffection_ari.sandbox import Sandbox
 
+pytest_plugins = ["tests.leakguard"]
+
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 

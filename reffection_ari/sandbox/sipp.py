@@ -120,7 +120,7 @@ class SippUAS:
                 await self.stop()
                 raise SandboxError(
                     f"sipp {self.scenario.stem} did not bind 127.0.0.1:{self.port}: "
-                    f"{err.decode(errors='replace').strip()[:300]}",
+                    f"{err.decode(errors='replace').strip()[-300:]}",
                     code="sipp_failed",
                 )
             await asyncio.sleep(0.02)  # polling a readiness condition with a deadline

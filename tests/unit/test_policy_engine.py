@@ -39,14 +39,21 @@ def utc(iso: str) -> datetime:
 
 
 def campaign(pack: str = "us", name: str = "c1", **kw: object) -> CampaignPolicy:
-    base: dict[str, object] = {"campaign": name, "pack": pack, "max_concurrent": 5, "max_cps": 5.0,
-                               "trunk": "t1", "opt_out_key": "9"}
+    base: dict[str, object] = {
+        "campaign": name,
+        "pack": pack,
+        "max_concurrent": 5,
+        "max_cps": 5.0,
+        "trunk": "t1",
+        "opt_out_key": "9",
+    }
     base.update(kw)
     return CampaignPolicy(**base)  # type: ignore[arg-type]
 
 
-def subject(*zones: str, region: str | None = "US", dnc: bool = False,
-            attempts: tuple[Attempt, ...] = ()) -> PolicySubject:
+def subject(
+    *zones: str, region: str | None = "US", dnc: bool = False, attempts: tuple[Attempt, ...] = ()
+) -> PolicySubject:
     return PolicySubject("sub-1", region, zones, dnc, attempts)
 
 
@@ -101,17 +108,24 @@ def _passes(engine: PolicyEngine, clock: Clock, iso: str, subj: PolicySubject, p
     return True
 
 
-@pytest.mark.parametrize(("iso", "ok"), [
-    # Saturday before the spring switch: EST (UTC-5), window opens 13:00Z.
-    ("2026-03-07T12:59:59", False), ("2026-03-07T13:00:00", True),
-    # Sunday 2026-03-08 (switch day): the us pack does not call on Sundays.
-    ("2026-03-08T15:00:00", False),
-    # Monday after the switch: EDT (UTC-4), window opens 12:00Z, closes 20:00 local = 00:00Z.
-    ("2026-03-09T11:59:59", False), ("2026-03-09T12:00:00", True),
-    ("2026-03-09T23:59:59", True), ("2026-03-10T00:00:00", False),
-    # Monday after the autumn switch back to EST: opens 13:00Z again.
-    ("2026-11-02T12:59:59", False), ("2026-11-02T13:00:00", True),
-])
+@pytest.mark.parametrize(
+    ("iso", "ok"),
+    [
+        # Saturday before the spring switch: EST (UTC-5), window opens 13:00Z.
+        ("2026-03-07T12:59:59", False),
+        ("2026-03-07T13:00:00", True),
+        # Sunday 2026-03-08 (switch day): the us pack does not call on Sundays.
+        ("2026-03-08T15:00:00", False),
+        # Monday after the switch: EDT (UTC-4), window opens 12:00Z, closes 20:00 local = 00:00Z.
+        ("2026-03-09T11:59:59", False),
+        ("2026-03-09T12:00:00", True),
+        ("2026-03-09T23:59:59", True),
+        ("2026-03-10T00:00:00", False),
+        # Monday after the autumn switch back to EST: opens 13:00Z again.
+        ("2026-11-02T12:59:59", False),
+        ("2026-11-02T13:00:00", True),
+    ],
+)
 def test_new_york_window_across_dst(iso: str, ok: bool) -> None:
     engine, clock = engine_at(iso)
     assert _passes(engine, clock, iso, subject(*zones_of("+12025550123")), campaign()) is ok
@@ -130,15 +144,23 @@ def test_dst_switch_day_itself_with_a_seven_day_pack() -> None:
     assert _passes(engine, clock, "2026-11-01T13:00:00", subj, pol)
 
 
-@pytest.mark.parametrize(("iso", "ok"), [
-    # Moscow is UTC+3 all year; the EU switch (2026-03-29) must change nothing.
-    ("2026-03-27T05:59:59", False), ("2026-03-27T06:00:00", True),  # Friday, 09:00 MSK
-    ("2026-03-30T05:59:59", False), ("2026-03-30T06:00:00", True),  # Monday, 09:00 MSK
-    ("2026-03-30T17:59:59", True), ("2026-03-30T18:00:00", False),  # 21:00 MSK
-    # Saturday: ru weekend window 10:00-20:00 MSK.
-    ("2026-03-28T06:30:00", False), ("2026-03-28T07:00:00", True),
-    ("2026-03-28T16:59:59", True), ("2026-03-28T17:00:00", False),
-])
+@pytest.mark.parametrize(
+    ("iso", "ok"),
+    [
+        # Moscow is UTC+3 all year; the EU switch (2026-03-29) must change nothing.
+        ("2026-03-27T05:59:59", False),
+        ("2026-03-27T06:00:00", True),  # Friday, 09:00 MSK
+        ("2026-03-30T05:59:59", False),
+        ("2026-03-30T06:00:00", True),  # Monday, 09:00 MSK
+        ("2026-03-30T17:59:59", True),
+        ("2026-03-30T18:00:00", False),  # 21:00 MSK
+        # Saturday: ru weekend window 10:00-20:00 MSK.
+        ("2026-03-28T06:30:00", False),
+        ("2026-03-28T07:00:00", True),
+        ("2026-03-28T16:59:59", True),
+        ("2026-03-28T17:00:00", False),
+    ],
+)
 def test_moscow_no_dst_and_weekend_window(iso: str, ok: bool) -> None:
     engine, clock = engine_at(iso)
     subj = subject(*zones_of("+74951234567"), region="RU")
@@ -146,24 +168,32 @@ def test_moscow_no_dst_and_weekend_window(iso: str, ok: bool) -> None:
     assert _passes(engine, clock, iso, subj, campaign("ru")) is ok
 
 
-@pytest.mark.parametrize(("iso", "ok"), [
-    ("2026-03-27T08:59:59", False), ("2026-03-27T09:00:00", True),  # Friday, CET: 10:00 = 09:00Z
-    ("2026-03-28T12:00:00", False),  # Saturday: eu pack closed
-    ("2026-03-30T07:59:59", False), ("2026-03-30T08:00:00", True),  # Monday, CEST: 10:00 = 08:00Z
-])
+@pytest.mark.parametrize(
+    ("iso", "ok"),
+    [
+        ("2026-03-27T08:59:59", False),
+        ("2026-03-27T09:00:00", True),  # Friday, CET: 10:00 = 09:00Z
+        ("2026-03-28T12:00:00", False),  # Saturday: eu pack closed
+        ("2026-03-30T07:59:59", False),
+        ("2026-03-30T08:00:00", True),  # Monday, CEST: 10:00 = 08:00Z
+    ],
+)
 def test_paris_across_eu_dst(iso: str, ok: bool) -> None:
     engine, clock = engine_at(iso)
     assert _passes(engine, clock, iso, subject("Europe/Paris", region="FR"), campaign("eu")) is ok
 
 
-@pytest.mark.parametrize(("iso", "ok"), [
-    # Alaska summer: Anchorage AKDT (UTC-8), Adak HDT (UTC-9). Both must be inside 08:00-20:00.
-    ("2026-06-15T16:30:00", False),  # 08:30 Anchorage, but 07:30 Adak
-    ("2026-06-15T16:59:59", False),
-    ("2026-06-15T17:00:00", True),   # 08:00 Adak
-    ("2026-06-16T03:59:59", True),   # 19:59 Anchorage
-    ("2026-06-16T04:00:00", False),  # 20:00 Anchorage, 19:00 Adak
-])
+@pytest.mark.parametrize(
+    ("iso", "ok"),
+    [
+        # Alaska summer: Anchorage AKDT (UTC-8), Adak HDT (UTC-9). Both must be inside 08:00-20:00.
+        ("2026-06-15T16:30:00", False),  # 08:30 Anchorage, but 07:30 Adak
+        ("2026-06-15T16:59:59", False),
+        ("2026-06-15T17:00:00", True),  # 08:00 Adak
+        ("2026-06-16T03:59:59", True),  # 19:59 Anchorage
+        ("2026-06-16T04:00:00", False),  # 20:00 Anchorage, 19:00 Adak
+    ],
+)
 def test_number_spanning_zones_uses_most_restrictive(iso: str, ok: bool) -> None:
     zones = zones_of("+19075550123")
     assert set(zones) == {"America/Adak", "America/Anchorage"}
@@ -192,8 +222,9 @@ def test_russian_mobile_spanning_nine_hours_leaves_a_narrow_window() -> None:
     # Monday in summer: 09:00 Anadyr (UTC+12) is 21:00Z Sunday and 21:00 Bucharest (UTC+3) is
     # 18:00Z, so all 16 zones are inside 09:00-21:00 only from 06:00Z (Bucharest 09:00)
     # to 09:00Z (Anadyr 21:00).
-    open_hours = [h for h in range(24)
-                  if _passes(engine, clock, f"2026-06-15T{h:02d}:00:00", subj, campaign("ru"))]
+    open_hours = [
+        h for h in range(24) if _passes(engine, clock, f"2026-06-15T{h:02d}:00:00", subj, campaign("ru"))
+    ]
     assert open_hours == [6, 7, 8]
     clock.now = utc("2026-06-15T01:00:00")
     assert refusal(engine, subj, campaign("ru")).retry_at == utc("2026-06-15T06:00:00")
@@ -209,14 +240,17 @@ def test_window_refusal_without_any_common_opening() -> None:
     assert exc.code == "outside_calling_window" and exc.retry_at is None
 
 
-@pytest.mark.parametrize(("zones", "region", "ok"), [
-    ((), "US", False),                       # several zones in the region: refuse
-    (("Etc/Unknown",), "US", False),         # what phonenumbers says for unplaceable numbers
-    ((), None, False),
-    (("Mars/Olympus_Mons",), "US", False),   # not an IANA zone
-    ((), "FR", True),                        # one zone for the region: use it
-    (("Etc/Unknown",), "DE", True),
-])
+@pytest.mark.parametrize(
+    ("zones", "region", "ok"),
+    [
+        ((), "US", False),  # several zones in the region: refuse
+        (("Etc/Unknown",), "US", False),  # what phonenumbers says for unplaceable numbers
+        ((), None, False),
+        (("Mars/Olympus_Mons",), "US", False),  # not an IANA zone
+        ((), "FR", True),  # one zone for the region: use it
+        (("Etc/Unknown",), "DE", True),
+    ],
+)
 def test_unknown_time_zone_fallback(zones: tuple[str, ...], region: str | None, ok: bool) -> None:
     engine, _ = engine_at("2026-06-15T12:00:00")  # Monday 14:00 in Paris/Berlin
     subj = PolicySubject("sub-1", region, zones, False, ())
@@ -245,14 +279,20 @@ def attempts(*specs: tuple[timedelta, str, str]) -> tuple[Attempt, ...]:
     return tuple(Attempt(utc(NOW) - ago, camp, outcome) for ago, camp, outcome in specs)
 
 
-@pytest.mark.parametrize(("oldest", "ok"), [
-    (timedelta(hours=24), True),                          # exactly 24 h ago: outside the window
-    (timedelta(hours=24) - timedelta(seconds=1), False),  # just inside
-])
+@pytest.mark.parametrize(
+    ("oldest", "ok"),
+    [
+        (timedelta(hours=24), True),  # exactly 24 h ago: outside the window
+        (timedelta(hours=24) - timedelta(seconds=1), False),  # just inside
+    ],
+)
 def test_attempts_per_rolling_24h_across_campaigns(oldest: timedelta, ok: bool) -> None:
     engine, _ = engine_at(NOW)
-    history = attempts((oldest, "other", "no_answer"), (timedelta(hours=3), "c1", "busy"),
-                       (timedelta(minutes=5), "c2", "no_input"))
+    history = attempts(
+        (oldest, "other", "no_answer"),
+        (timedelta(hours=3), "c1", "busy"),
+        (timedelta(minutes=5), "c2", "no_input"),
+    )
     subj = subject("America/New_York", attempts=history)
     if ok:
         decision = engine.check(subj, campaign())
@@ -270,14 +310,21 @@ def test_campaign_override_narrows_daily_cap() -> None:
     assert refusal(engine, subj, campaign(max_attempts_24h=1)).code == "attempt_limit"
 
 
-@pytest.mark.parametrize(("oldest", "ok"), [(timedelta(days=30), True),
-                                            (timedelta(days=30) - timedelta(seconds=1), False)])
+@pytest.mark.parametrize(
+    ("oldest", "ok"), [(timedelta(days=30), True), (timedelta(days=30) - timedelta(seconds=1), False)]
+)
 def test_attempts_per_campaign_over_rolling_period(oldest: timedelta, ok: bool) -> None:
     engine, _ = engine_at("2026-06-15T12:00:00")  # Monday 14:00 CEST
-    history = tuple(Attempt(utc("2026-06-15T12:00:00") - ago, camp, "no_answer") for ago, camp in [
-        (oldest, "c1"), (timedelta(days=20), "c1"), (timedelta(days=10), "c1"), (timedelta(days=2), "c1"),
-        (timedelta(days=1, hours=1), "other"),  # another campaign: not counted
-    ])
+    history = tuple(
+        Attempt(utc("2026-06-15T12:00:00") - ago, camp, "no_answer")
+        for ago, camp in [
+            (oldest, "c1"),
+            (timedelta(days=20), "c1"),
+            (timedelta(days=10), "c1"),
+            (timedelta(days=2), "c1"),
+            (timedelta(days=1, hours=1), "other"),  # another campaign: not counted
+        ]
+    )
     subj = subject("Europe/Paris", region="FR", attempts=history)
     if ok:
         decision = engine.check(subj, campaign("eu"))
@@ -299,8 +346,9 @@ def test_custom_campaign_cap_and_period() -> None:
 
 
 @pytest.mark.parametrize("outcome", ["declined", "opted_out"])
-@pytest.mark.parametrize(("ago", "ok"), [(timedelta(days=30), True),
-                                         (timedelta(days=30) - timedelta(seconds=1), False)])
+@pytest.mark.parametrize(
+    ("ago", "ok"), [(timedelta(days=30), True), (timedelta(days=30) - timedelta(seconds=1), False)]
+)
 def test_cooldown_after_decline_or_opt_out(outcome: str, ago: timedelta, ok: bool) -> None:
     engine, _ = engine_at(NOW)
     subj = subject("America/New_York", attempts=attempts((ago, "other", outcome)))
@@ -316,8 +364,9 @@ def test_cooldown_after_decline_or_opt_out(outcome: str, ago: timedelta, ok: boo
 def test_cooldown_only_after_decline_and_lengthened_by_campaign() -> None:
     engine, _ = engine_at(NOW)
     ago = timedelta(days=40)
-    subj = subject("America/New_York", attempts=attempts((ago, "c1", "declined"),
-                                                         (timedelta(days=1), "c1", "no_answer")))
+    subj = subject(
+        "America/New_York", attempts=attempts((ago, "c1", "declined"), (timedelta(days=1), "c1", "no_answer"))
+    )
     engine.check(subj, campaign())
     assert refusal(engine, subj, campaign(cooldown_after_decline=timedelta(days=45))).code == "cooldown"
 
@@ -337,8 +386,13 @@ def test_naive_timestamps_rejected() -> None:
 def test_decision_evidence_lists_every_check_with_pack_version_and_local_time() -> None:
     engine, _ = engine_at("2026-06-15T12:00:00")
     decision = engine.check(subject("Europe/Paris", region="FR"), campaign("eu"))
-    assert [c.rule for c in decision.checks] == ["dnc", "calling_window", "attempts_24h",
-                                                 "attempts_campaign", "cooldown"]
+    assert [c.rule for c in decision.checks] == [
+        "dnc",
+        "calling_window",
+        "attempts_24h",
+        "attempts_campaign",
+        "cooldown",
+    ]
     assert all(c.passed and c.pack_version == "eu-2026.1" for c in decision.checks)
     assert decision.local_time_at_dial == "2026-06-15T14:00+02:00 Europe/Paris"
     evidence = decision.as_evidence()

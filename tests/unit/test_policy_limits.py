@@ -22,14 +22,23 @@ class Clock:
 
 
 def campaign(name: str = "c1", **kw: object) -> CampaignPolicy:
-    base: dict[str, object] = {"campaign": name, "pack": "us", "max_concurrent": 1000, "max_cps": 1000.0,
-                               "trunk": "t1", "opt_out_key": "9"}
+    base: dict[str, object] = {
+        "campaign": name,
+        "pack": "us",
+        "max_concurrent": 1000,
+        "max_cps": 1000.0,
+        "trunk": "t1",
+        "opt_out_key": "9",
+    }
     base.update(kw)
     return CampaignPolicy(**base)  # type: ignore[arg-type]
 
 
-async def burst(engine: PolicyEngine, policies: list[CampaignPolicy], hold: asyncio.Event,
-                ) -> tuple[int, int, list[str]]:
+async def burst(
+    engine: PolicyEngine,
+    policies: list[CampaignPolicy],
+    hold: asyncio.Event,
+) -> tuple[int, int, list[str]]:
     """Fire one acquire per policy concurrently; hold admitted slots until ``hold`` is set.
 
     Returns (admitted, peak concurrency observed, refusal codes).

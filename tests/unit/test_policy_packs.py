@@ -23,8 +23,14 @@ from reffection_ari.policy import (
 
 
 def policy(pack: str = "us", **kw: object) -> CampaignPolicy:
-    base: dict[str, object] = {"campaign": "c1", "pack": pack, "max_concurrent": 5, "max_cps": 2.0,
-                               "trunk": "t1", "opt_out_key": "9"}
+    base: dict[str, object] = {
+        "campaign": "c1",
+        "pack": pack,
+        "max_concurrent": 5,
+        "max_cps": 2.0,
+        "trunk": "t1",
+        "opt_out_key": "9",
+    }
     base.update(kw)
     return CampaignPolicy(**base)  # type: ignore[arg-type]
 
@@ -66,37 +72,47 @@ def test_narrowing_window_is_intersected_per_day() -> None:
 
 
 def test_narrowing_numbers_accepted() -> None:
-    rules = effective_rules(policy("eu", max_attempts_24h=1, max_attempts_campaign=2,
-                                   campaign_attempt_period=timedelta(days=45),
-                                   cooldown_after_decline=timedelta(days=90)))
+    rules = effective_rules(
+        policy(
+            "eu",
+            max_attempts_24h=1,
+            max_attempts_campaign=2,
+            campaign_attempt_period=timedelta(days=45),
+            cooldown_after_decline=timedelta(days=90),
+        )
+    )
     assert (rules.max_attempts_24h, rules.max_attempts_campaign) == (1, 2)
     assert rules.campaign_attempt_period == timedelta(days=45)
     assert rules.cooldown_after_decline == timedelta(days=90)
 
 
-@pytest.mark.parametrize(("pack", "override", "key"), [
-    ("us", {"calling_window": (time(7, 59), time(20))}, "calling_window"),
-    ("us", {"calling_window": (time(9), time(20, 1))}, "calling_window"),
-    ("eu", {"calling_window": (time(9), time(12))}, "calling_window"),
-    ("us", {"calling_window": (time(18), time(9))}, "calling_window"),
-    ("us", {"max_attempts_24h": 4}, "max_attempts_24h"),
-    ("us", {"max_attempts_24h": 0}, "max_attempts_24h"),
-    ("eu", {"max_attempts_campaign": 5}, "max_attempts_campaign"),
-    ("eu", {"campaign_attempt_period": timedelta(days=29)}, "campaign_attempt_period"),
-    ("ru", {"cooldown_after_decline": timedelta(days=29)}, "cooldown_after_decline"),
-    ("eu", {"cooldown_after_decline": timedelta(days=30)}, "cooldown_after_decline"),
-    ("ru", {"consent_mode": "ivr"}, "consent_mode"),
-    ("us", {"opt_out_key": None}, "opt_out_key"),
-    ("us", {"opt_out_key": "12"}, "opt_out_key"),
-    ("us", {"opt_out_key": "A"}, "opt_out_key"),
-    ("xx", {}, "pack"),
-    ("us", {"max_cps": 0.0}, "max_cps"),
-    ("us", {"max_concurrent": 0}, "max_concurrent"),
-    ("us", {"trunk_max_cps": -1.0}, "trunk_max_cps"),
-    ("us", {"trunk": ""}, "trunk"),
-])
-def test_widening_or_invalid_is_config_error_naming_the_key(pack: str, override: dict[str, object],
-                                                            key: str) -> None:
+@pytest.mark.parametrize(
+    ("pack", "override", "key"),
+    [
+        ("us", {"calling_window": (time(7, 59), time(20))}, "calling_window"),
+        ("us", {"calling_window": (time(9), time(20, 1))}, "calling_window"),
+        ("eu", {"calling_window": (time(9), time(12))}, "calling_window"),
+        ("us", {"calling_window": (time(18), time(9))}, "calling_window"),
+        ("us", {"max_attempts_24h": 4}, "max_attempts_24h"),
+        ("us", {"max_attempts_24h": 0}, "max_attempts_24h"),
+        ("eu", {"max_attempts_campaign": 5}, "max_attempts_campaign"),
+        ("eu", {"campaign_attempt_period": timedelta(days=29)}, "campaign_attempt_period"),
+        ("ru", {"cooldown_after_decline": timedelta(days=29)}, "cooldown_after_decline"),
+        ("eu", {"cooldown_after_decline": timedelta(days=30)}, "cooldown_after_decline"),
+        ("ru", {"consent_mode": "ivr"}, "consent_mode"),
+        ("us", {"opt_out_key": None}, "opt_out_key"),
+        ("us", {"opt_out_key": "12"}, "opt_out_key"),
+        ("us", {"opt_out_key": "A"}, "opt_out_key"),
+        ("xx", {}, "pack"),
+        ("us", {"max_cps": 0.0}, "max_cps"),
+        ("us", {"max_concurrent": 0}, "max_concurrent"),
+        ("us", {"trunk_max_cps": -1.0}, "trunk_max_cps"),
+        ("us", {"trunk": ""}, "trunk"),
+    ],
+)
+def test_widening_or_invalid_is_config_error_naming_the_key(
+    pack: str, override: dict[str, object], key: str
+) -> None:
     with pytest.raises(ConfigError) as info:
         effective_rules(policy(pack, **override))
     assert info.value.key == f"campaigns.c1.{key}"

@@ -1,0 +1,187 @@
+"""Token format ``rf1``: AES-SIV over a random subscriber id, bound to audience and expiry.
+
+Layout (see docs/tokens.md)::
+
+    token   = "rf1" || base32hex_lower(payload)            # 3 + 56 = 59 chars, [0-9a-v] after prefix
+    payload = kid:u16be || expiry_day:u16be || aud_tag:3 || siv:16 || ct:12        # 35 bytes
+    aad     = "rf1" || payload[0:7] || utf8(audience)
+    siv||ct = AES-SIV-512(key[kid]).encrypt(subscriber_id:12, [aad])
+    aud_tag = BLAKE2b-256(key=tag_key[kid], data=utf8(audience))[0:3]
+
+35 bytes is exactly 56 base32 characters: no padding bits, so every payload has exactly one
+spelling and a re-encoded token cannot alias a valid one. The audience tag lets a token meant for
+another audience fail ``wrong_audience`` rather than the indistinguishable ``bad_token``; the full
+audience is still authenticated through the AAD.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import struct
+import time
+from collections.abc import Callable, Sequence
+from typing import Final, NamedTuple
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESSIV
+
+from ..errors import TokenError
+from .keyring import Keyring, TokenKey
+
+__all__ = [
+    "SUBSCRIBER_ID_BYTES",
+    "TOKEN_LENGTH",
+    "TOKEN_PREFIX",
+    "DecodedToken",
+    "TokenCodec",
+    "validate_audience",
+]
+
+TOKEN_PREFIX: Final = "rf1"
+SUBSCRIBER_ID_BYTES: Final = 12
+_HEADER: Final = struct.Struct(">HH3s")  # kid number, expiry epoch-day, audience tag
+_HEADER_LEN: Final = _HEADER.size  # 7
+_PAYLOAD_LEN: Final = _HEADER_LEN + 16 + SUBSCRIBER_ID_BYTES  # 35
+_BODY_CHARS: Final = _PAYLOAD_LEN * 8 // 5  # 56
+TOKEN_LENGTH: Final = len(TOKEN_PREFIX) + _BODY_CHARS  # 59
+_PREFIX_B: Final = TOKEN_PREFIX.encode()
+_TOKEN_RE: Final = re.compile(rf"{TOKEN_PREFIX}[0-9a-v]{{{_BODY_CHARS}}}")
+_B32HEX: Final = "0123456789abcdefghijklmnopqrstuv"
+_B32_PAIRS: Final = tuple(a + b for a in _B32HEX for b in _B32HEX)  # 10-bit -> 2 chars
+_AUDIENCE_RE: Final = re.compile(r"[A-Za-z0-9._:-]{1,64}(?:/[A-Za-z0-9._:-]{1,64})?")
+_DAY: Final = 86400
+_TAG_CACHE_MAX: Final = 4096
+
+
+def validate_audience(audience: str) -> str:
+    """``platform`` or ``platform/campaign``: ASCII letters, digits and ``._:-``, 1..64 each."""
+    if not isinstance(audience, str) or _AUDIENCE_RE.fullmatch(audience) is None:
+        raise TokenError("audience must be 'platform' or 'platform/campaign' ([A-Za-z0-9._:-])", code="bad_audience")
+    return audience
+
+
+def _b32encode(payload: bytes) -> str:
+    n = int.from_bytes(payload, "big")
+    pairs = _B32_PAIRS
+    return "".join([pairs[(n >> shift) & 0x3FF] for shift in range(270, -1, -10)])
+
+
+class DecodedToken(NamedTuple):
+    """What a valid token says. ``audience`` is the one it was bound to (platform or
+    platform/campaign). A NamedTuple: built on every resolve, so construction cost matters."""
+
+    subscriber_id: bytes
+    kid: str
+    expiry_day: int
+    audience: str
+
+    @property
+    def expires_at(self) -> float:
+        """Epoch seconds after which the token is expired (end of ``expiry_day``, UTC)."""
+        return float((self.expiry_day + 1) * _DAY)
+
+    def __repr__(self) -> str:
+        return f"DecodedToken(kid={self.kid!r}, expiry_day={self.expiry_day}, audience={self.audience!r})"
+
+
+class _KeyState:
+    """Per-kid cached primitive and audience tags (both pure functions of the key)."""
+
+    __slots__ = ("aessiv", "key", "tags")
+
+    def __init__(self, key: TokenKey) -> None:
+        self.key = key
+        self.aessiv = key.aessiv()
+        self.tags: dict[str, tuple[bytes, bytes]] = {}
+
+    def tag(self, audience: str) -> tuple[bytes, bytes]:
+        """(3-byte tag, utf-8 audience)."""
+        hit = self.tags.get(audience)
+        if hit is None:
+            raw = audience.encode()
+            hit = (hashlib.blake2b(raw, key=self.key.tag_key(), digest_size=32).digest()[:3], raw)
+            if len(self.tags) >= _TAG_CACHE_MAX:
+                self.tags.clear()
+            self.tags[audience] = hit
+        return hit
+
+
+class TokenCodec:
+    """Seals and opens tokens with a :class:`Keyring`'s token keys. Pure: no vault, no I/O.
+
+    ``clock`` returns epoch seconds (inject a fake one in tests).
+    """
+
+    def __init__(self, keyring: Keyring, *, clock: Callable[[], float] = time.time) -> None:
+        self._keyring = keyring
+        self._clock = clock
+        self._states: dict[int, _KeyState] = {}
+        self.reload()
+
+    def reload(self) -> None:
+        """Pick up rotations/retirements made on the keyring object."""
+        self._states = {k.number: _KeyState(k) for k in self._keyring.token_keys()}
+        self._active = self._states[self._keyring.active_token_key().number]
+
+    def today(self) -> int:
+        return int(self._clock() // _DAY)
+
+    def expiry_day(self, ttl_days: int, bucket_days: int = 7) -> int:
+        """Expiry for a token issued now: ``today + ttl_days`` rounded *up* to a multiple of
+        ``bucket_days`` (epoch days). Re-issuing within one bucket gives the identical token."""
+        if ttl_days < 1 or bucket_days < 1:
+            raise ValueError("ttl_days and bucket_days must be >= 1")
+        target = self.today() + ttl_days
+        day = -(-target // bucket_days) * bucket_days
+        if day > 0xFFFF:
+            raise ValueError("expiry beyond 2149-06-06 does not fit the token header")
+        return day
+
+    def encode(self, subscriber_id: bytes, audience: str, expiry_day: int) -> str:
+        """Seal ``subscriber_id`` (12 bytes) for ``audience`` until the end of ``expiry_day``."""
+        if len(subscriber_id) != SUBSCRIBER_ID_BYTES:
+            raise ValueError("subscriber id must be 12 bytes")
+        if not 0 <= expiry_day <= 0xFFFF:
+            raise ValueError("expiry_day out of range")
+        validate_audience(audience)
+        st = self._active
+        tag, aud = st.tag(audience)
+        header = _HEADER.pack(st.key.number, expiry_day, tag)
+        sealed = st.aessiv.encrypt(subscriber_id, [_PREFIX_B + header + aud])
+        return TOKEN_PREFIX + _b32encode(header + sealed)
+
+    def decode(self, token: str, audiences: Sequence[str], *, check_expiry: bool = True) -> DecodedToken:
+        """Open and verify ``token`` for one of ``audiences`` (most specific first, e.g.
+        ``["platform/campaign", "platform"]``). Raises :class:`TokenError` with a reason code.
+        ``check_expiry=False`` is for erasure only (an expired token still names its subscriber)."""
+        if not isinstance(token, str) or _TOKEN_RE.fullmatch(token) is None:
+            raise TokenError("not an rf1 token", code="malformed_token")
+        payload = int(token[3:], 32).to_bytes(_PAYLOAD_LEN, "big")
+        number, expiry_day, tag = _HEADER.unpack_from(payload)
+        st = self._states.get(number)
+        if st is None:
+            raise TokenError("token key unknown or retired", code="unknown_key")
+        for audience in audiences:
+            atag, aud = st.tag(audience)
+            if atag == tag:
+                break
+        else:
+            raise TokenError("token was issued for another audience", code="wrong_audience")
+        try:
+            sid = st.aessiv.decrypt(payload[_HEADER_LEN:], [_PREFIX_B + payload[:_HEADER_LEN] + aud])
+        except InvalidTag:
+            raise TokenError("token failed authentication", code="bad_token") from None
+        if check_expiry and self._clock() // _DAY > expiry_day:
+            raise TokenError("token expired", code="expired_token")
+        return DecodedToken(sid, st.key.kid, expiry_day, audience)
+
+    @staticmethod
+    def looks_like_token(text: str) -> bool:
+        """Syntax only (prefix, length, alphabet): no key needed."""
+        return isinstance(text, str) and _TOKEN_RE.fullmatch(text) is not None
+
+
+def raw_primitive(key: bytes) -> AESSIV:
+    """The bare primitive, for benchmarks."""
+    return AESSIV(key)
