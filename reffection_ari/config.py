@@ -148,10 +148,47 @@ class Config:
 
 
 # ---- loading ---------------------------------------------------------------------------------------
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys (YAML would silently keep the last one) and reads
+    booleans as YAML 1.2 does: only true/false, so ``yes:``/``no:``/``on:`` stay strings (under
+    YAML 1.1 the DTMF settings ``keys: {yes: "1", no: "2"}`` would become True/False keys)."""
+
+
+_StrictLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def _refuse_duplicates(node: yaml.Node, path: str = "") -> None:
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            if key in seen:
+                raise ConfigError(f"{path}{key}", f"duplicate key (line {key_node.start_mark.line + 1})")
+            seen.add(key)
+            _refuse_duplicates(value_node, f"{path}{key}.")
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _refuse_duplicates(item, f"{path.rstrip('.')}[{i}].")
+
+
+def load_yaml(text: str) -> Any:
+    """Parse config YAML: duplicate keys are errors, and only true/false are booleans."""
+    node = yaml.compose(text, Loader=_StrictLoader)
+    if node is not None:
+        _refuse_duplicates(node)
+    return yaml.load(text, Loader=_StrictLoader)
+
+
 def load_config(path: str | Path) -> Config:
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = load_yaml(path.read_text())
     except FileNotFoundError:
         raise ConfigError(str(path), "config file not found") from None
     except yaml.YAMLError as exc:
@@ -160,19 +197,27 @@ def load_config(path: str | Path) -> Config:
 
 
 def parse_config(raw: Any, *, base_dir: Path) -> Config:
-    r = _Reader(raw, "", base_dir)
+    readers: list[_Reader] = []
+    config = _parse(_Reader(raw, "", base_dir, readers))
+    for reader in readers:
+        reader.refuse_unknown()
+    return config
+
+
+def _parse(r: _Reader) -> Config:
     node = r.name("node", default="node1")
     ari = r.sub("ari")
     ami = r.sub("ami")
     api = r.sub("api")
     rec = r.sub("recordings")
     delivery = r.sub("delivery")
-    route_items = tuple(x.raw for x in r.items("routes", min_len=1))
+    route_items = tuple(x.raw for x in r.items("routes", min_len=1, passthrough=True))
     default_route = r.text("default_route", default=None)
     try:
         table = RouteTable.from_config(route_items, default_route)
     except ConfigError as exc:
-        raise ConfigError(exc.key if exc.key.startswith("routes") else f"routes.{exc.key}", exc.reason) from None
+        key = exc.key if exc.key.startswith(("routes", "default_route")) else f"routes.{exc.key}"
+        raise ConfigError(key, exc.reason) from None
     cfg_routes = RouteSettings(items=route_items, default=default_route, trunks=table.trunks())
     keys = []
     for k in api.items("keys", min_len=1):
@@ -244,18 +289,21 @@ def _campaign(name: str, c: _Reader, audiences: set[str]) -> CampaignSettings:
         raise ConfigError(f"{prompts_r.path}disclosure", "required")
     if mode == "ivr" and prompts["question"] is None:
         raise ConfigError(f"{prompts_r.path}question", "required when consent_mode is 'ivr'")
-    keys = c.sub("keys", optional=True) or _Reader({}, f"{c.path}keys.", c.base_dir)
-    t = c.sub("timeouts", optional=True) or _Reader({}, f"{c.path}timeouts.", c.base_dir)
-    pol = c.sub("policy", optional=True) or _Reader({}, f"{c.path}policy.", c.base_dir)
+    keys = c.sub("keys", optional=True) or c.empty("keys")
+    t = c.sub("timeouts", optional=True) or c.empty("timeouts")
+    pol = c.sub("policy", optional=True) or c.empty("policy")
     adv = c.sub("advertiser")
     agent = c.sub("agent")
+    digits = {k: keys.dtmf(k, d) for k, d in (("yes", "1"), ("no", "2"), ("optout", "9"), ("confirm", "#"))}
+    for later, earlier in (("no", "yes"), ("optout", "yes"), ("optout", "no")):
+        if digits[later] == digits[earlier]:  # the subscriber's three answers must be distinguishable
+            raise ConfigError(f"{keys.path}{later}", f"must differ from keys.{earlier}")
     return CampaignSettings(
         name=name, audience=audience, advertiser=adv.name("id"), advertiser_name=adv.text("name"),
         consent_mode=mode, caller_id=c.text("caller_id"),
         agent_dial=agent.text("dial"), agent_id=agent.text("id", default=None),
         prompts=FlowPrompts(disclosure=disclosure, **prompts),
-        yes_key=keys.dtmf("yes", "1"), no_key=keys.dtmf("no", "2"),
-        optout_key=keys.dtmf("optout", "9"), confirm_key=keys.dtmf("confirm", "#"),
+        yes_key=digits["yes"], no_key=digits["no"], optout_key=digits["optout"], confirm_key=digits["confirm"],
         first_digit_timeout=t.number("first_digit", default=5.0),
         max_retries=t.integer("retries", default=2, minimum=0),
         subscriber_ring_timeout=t.number("subscriber_ring", default=30.0),
@@ -286,14 +334,28 @@ _MISSING = object()
 class _Reader:
     """Typed access to one YAML mapping that reports errors with the full dotted key."""
 
-    def __init__(self, raw: Any, path: str, base_dir: Path) -> None:
+    def __init__(self, raw: Any, path: str, base_dir: Path, registry: list[_Reader], check: bool = True) -> None:
         if not isinstance(raw, dict):
             raise ConfigError(path.rstrip(".") or "(top level)", "must be a mapping")
         self.raw = raw
         self.path = path
         self.base_dir = base_dir
+        self.registry = registry
+        self.seen: set[str] = set()
+        if check:
+            registry.append(self)
+
+    def refuse_unknown(self) -> None:
+        """A misspelt optional setting must fail, not silently drop the rule it was meant to set."""
+        for key in self.raw:
+            if str(key) not in self.seen:
+                raise ConfigError(f"{self.path}{key}", "unknown setting")
+
+    def empty(self, key: str) -> _Reader:
+        return _Reader({}, f"{self.path}{key}.", self.base_dir, self.registry)
 
     def _get(self, key: str, default: Any) -> Any:
+        self.seen.add(key)
         value = self.raw.get(key, _MISSING)
         if value is _MISSING or value is None:
             if default is _MISSING:
@@ -303,19 +365,24 @@ class _Reader:
 
     def sub(self, key: str, optional: bool = False) -> Any:
         value = self._get(key, None if optional else _MISSING)
-        return None if value is None else _Reader(value, f"{self.path}{key}.", self.base_dir)
+        return None if value is None else _Reader(value, f"{self.path}{key}.", self.base_dir, self.registry)
 
-    def items(self, key: str, min_len: int = 0) -> list[_Reader]:
+    def items(self, key: str, min_len: int = 0, passthrough: bool = False) -> list[_Reader]:
         value = self._get(key, _MISSING)
         if not isinstance(value, list) or len(value) < min_len:
             raise ConfigError(self.path + key, f"must be a list with at least {min_len} item(s)")
-        return [_Reader(v, f"{self.path}{key}[{i}].", self.base_dir) for i, v in enumerate(value)]
+        return [
+            _Reader(v, f"{self.path}{key}[{i}].", self.base_dir, self.registry, check=not passthrough)
+            for i, v in enumerate(value)
+        ]
 
     def mapping(self, key: str, min_len: int = 0) -> list[tuple[str, _Reader]]:
         value = self._get(key, _MISSING)
         if not isinstance(value, dict) or len(value) < min_len:
             raise ConfigError(self.path + key, f"must be a mapping with at least {min_len} entry")
-        return [(str(k), _Reader(v, f"{self.path}{key}.{k}.", self.base_dir)) for k, v in value.items()]
+        return [
+            (str(k), _Reader(v, f"{self.path}{key}.{k}.", self.base_dir, self.registry)) for k, v in value.items()
+        ]
 
     def text(self, key: str, default: Any = _MISSING, min_len: int = 1) -> Any:
         value = self._get(key, default)

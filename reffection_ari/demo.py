@@ -20,9 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import yaml
 
-from .config import Config, parse_config
+from .config import Config, load_yaml, parse_config
 from .daemon import Daemon
 from .errors import ReffectionError
 from .evidence import verify_receipt
@@ -47,7 +46,7 @@ def examples_dir() -> Path:
 
 
 def load_demo_config(workdir: Path, sandbox: Sandbox) -> tuple[Config, dict[str, Any]]:
-    raw = yaml.safe_load((examples_dir() / "config.yaml").read_text())
+    raw = load_yaml((examples_dir() / "config.yaml").read_text())
     raw["recordings"]["host_dir"] = str(sandbox.recordings_dir)
     return parse_config(raw, base_dir=workdir), raw
 
