@@ -1,0 +1,120 @@
+"""Typed asyncio ARI client: REST resource groups, ordered WebSocket events, reconnect with resync.
+
+Quick use::
+
+    client = AriClient(AriConfig(base_url="http://127.0.0.1:18088", username="u", password="p", app="demo"))
+    await client.connect()
+    with client.subscribe(channel_id="call-1") as sub:          # subscribe before create
+        await client.channels.originate("Local/s@subscriber", channel_id="call-1", formats="ulaw")
+        start = await sub.wait_for(lambda e: isinstance(e, StasisStart), timeout=5)
+    await client.close()
+"""
+
+from reffection_ari.ari.client import AriClient, AriConfig, Listener, Subscription
+from reffection_ari.ari.errors import (
+    AriError,
+    BadRequest,
+    Conflict,
+    ConnectionLost,
+    NotFound,
+    NotInStasis,
+    ServerError,
+    Unauthorized,
+    Unprocessable,
+)
+from reffection_ari.ari.events import (
+    ApplicationReplaced,
+    BridgeCreated,
+    BridgeDestroyed,
+    ChannelCreated,
+    ChannelDestroyed,
+    ChannelDialplan,
+    ChannelDtmfReceived,
+    ChannelEnteredBridge,
+    ChannelHangupRequest,
+    ChannelLeftBridge,
+    ChannelStateChange,
+    ChannelVarset,
+    ClientDisconnected,
+    ClientReconnected,
+    Dial,
+    Event,
+    GenericEvent,
+    MalformedEvent,
+    PlaybackContinuing,
+    PlaybackFinished,
+    PlaybackStarted,
+    RecordingFailed,
+    RecordingFinished,
+    RecordingStarted,
+    StasisEnd,
+    StasisStart,
+    decode_event,
+)
+from reffection_ari.ari.ids import new_id
+from reffection_ari.ari.models import (
+    Application,
+    AsteriskInfo,
+    Bridge,
+    CallerId,
+    Channel,
+    DialplanLocation,
+    Endpoint,
+    LiveRecording,
+    Playback,
+    StoredRecording,
+)
+
+__all__ = [
+    "Application",
+    "ApplicationReplaced",
+    "AriClient",
+    "AriConfig",
+    "AriError",
+    "AsteriskInfo",
+    "BadRequest",
+    "Bridge",
+    "BridgeCreated",
+    "BridgeDestroyed",
+    "CallerId",
+    "Channel",
+    "ChannelCreated",
+    "ChannelDestroyed",
+    "ChannelDialplan",
+    "ChannelDtmfReceived",
+    "ChannelEnteredBridge",
+    "ChannelHangupRequest",
+    "ChannelLeftBridge",
+    "ChannelStateChange",
+    "ChannelVarset",
+    "ClientDisconnected",
+    "ClientReconnected",
+    "Conflict",
+    "ConnectionLost",
+    "Dial",
+    "DialplanLocation",
+    "Endpoint",
+    "Event",
+    "GenericEvent",
+    "Listener",
+    "LiveRecording",
+    "MalformedEvent",
+    "NotFound",
+    "NotInStasis",
+    "Playback",
+    "PlaybackContinuing",
+    "PlaybackFinished",
+    "PlaybackStarted",
+    "RecordingFailed",
+    "RecordingFinished",
+    "RecordingStarted",
+    "ServerError",
+    "StasisEnd",
+    "StasisStart",
+    "StoredRecording",
+    "Subscription",
+    "Unauthorized",
+    "Unprocessable",
+    "decode_event",
+    "new_id",
+]
