@@ -107,6 +107,7 @@ class Sandbox:
     ami_user: str = "reffection"
     ami_secret: str = "reffection-secret"
     mirror: str | None = None
+    _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False, compare=False)
 
     # ---- locations -------------------------------------------------------------------------
     @property
@@ -267,6 +268,7 @@ class Sandbox:
                 ["chroot", str(self.root), "/usr/sbin/asterisk", "-f", "-n", "-q"],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
+        self._proc = proc
         self.pid_file.write_text(f"{proc.pid}\n")
         try:
             self.wait_ready(timeout, proc=proc)
@@ -308,6 +310,10 @@ class Sandbox:
                 time.sleep(0.02)
         with contextlib.suppress(FileNotFoundError):
             self.pid_file.unlink()
+        if self._proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._proc.wait(timeout=1.0)  # collect our child's exit status (no zombie, no warning)
+            self._proc = None
         return True
 
     def status(self) -> SandboxStatus:
