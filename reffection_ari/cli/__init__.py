@@ -25,6 +25,7 @@ SUBCOMMAND_MODULES = (
     "audit",
     "dnc",
     "check_config",
+    "erase",
 )
 
 
