@@ -16,7 +16,7 @@ from reffection_ari.phone import PhoneNumber
 from reffection_ari.tokens import Keyring, SqliteVault, TokenCodec, TokenService
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "proc"))
-from evidence_leads import make_lead  # noqa: E402
+from evidence_leads import make_lead
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "config.yaml"
 NUMBER = "+442079460777"
