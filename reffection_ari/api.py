@@ -35,6 +35,7 @@ _STATUS: dict[str, int] = {
     "policy": 403,
     "unknown_call": 404,
     "not_found": 404,
+    "call_in_progress": 409,
     "not_consented": 409,
     "not_bridged": 409,
     "call_ended": 409,
@@ -65,7 +66,9 @@ class ApiError(ReffectionError):
 
 
 def error_response(code: str, message: str) -> web.Response:
-    return web.json_response({"error": {"code": code, "message": message}}, status=_STATUS.get(code, 400))
+    status = _STATUS.get(code, 400)
+    headers = {"WWW-Authenticate": 'Bearer realm="reffection-ari"'} if status == 401 else None
+    return web.json_response({"error": {"code": code, "message": message}}, status=status, headers=headers)
 
 
 class Authenticator:
@@ -112,6 +115,12 @@ def create_app(
                 )
                 return web.json_response({"error": {"code": code, "message": exc.reason}}, status=exc.status)
             raise
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # Never echo an unexpected exception: its text could carry anything.
+            log.exception("api handler failed path=%s", request.path)
+            return web.json_response({"error": {"code": "internal_error", "message": "internal error"}}, status=500)
 
     async def body(request: web.Request, allowed: set[str], required: set[str]) -> dict[str, str]:
         if request.content_length == 0 or not request.can_read_body:

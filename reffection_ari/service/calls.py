@@ -31,6 +31,7 @@ from ..ami import AmiClient, AmiError
 from ..ari import (
     AriClient,
     AriError,
+    Channel,
     ChannelDestroyed,
     ChannelDtmfReceived,
     ClientDisconnected,
@@ -218,6 +219,14 @@ class CallService:
         except ReffectionError as exc:
             self.metrics.calls_refused[exc.code] += 1
             raise
+        try:
+            return self._create_call(token, campaign, audience, prepared)
+        except BaseException:
+            if prepared.lease is not None:
+                prepared.lease.release()
+            raise
+
+    def _create_call(self, token: str, campaign: CampaignSettings, audience: str, prepared: PreparedCall) -> CallView:
         call_id = new_call_id()
         settings = FlowSettings(
             consent_mode=campaign.consent_mode,
@@ -318,7 +327,7 @@ class CallService:
         if isinstance(event, ClientReconnected):
             self.ari_connected = True
             self.metrics.ari_reconnects += 1
-            self._resync({c.id for c in event.channels})
+            self._resync(event.channels)
             return
         target: _Call | None = None
         if isinstance(event, PlaybackFinished):
@@ -350,12 +359,26 @@ class CallService:
             if future is not None and not future.done():
                 future.set_result(None)
 
-    def _resync(self, present: set[str]) -> None:
-        """After a reconnect: legs Asterisk no longer has are reported gone to their flows.
+    def _resync(self, channels: list[Channel]) -> None:
+        """After a reconnect, bring every flow up to date with what Asterisk holds.
 
-        ``present`` lists channels in the application; a leg that is still ringing is not in
-        the application yet, so anything missing is confirmed with ``GET /channels/{id}``.
+        A leg that answered while the socket was down entered the application without us seeing
+        its StasisStart: replay one, or the subscriber would hear silence. Legs missing from
+        the application may still be ringing (not in Stasis yet), so each is confirmed gone with
+        ``GET /channels/{id}`` before its flow is told.
         """
+        present = {c.id for c in channels}
+        loop = asyncio.get_running_loop()
+        for channel in channels:
+            owner = self._channels.get(channel.id)
+            if owner is None or channel.id in owner[0].answered or owner[0].finished.is_set():
+                continue
+            log.info("resync: leg answered during the disconnect call_id=%s leg=%s", owner[0].id, owner[1])
+            replay = StasisStart(
+                type="StasisStart", application=self.ari.app, timestamp="", raw={}, channel=channel,
+                args=[owner[1], owner[0].id],
+            )  # fmt: skip
+            owner[0].inbox.put_nowait((loop.time(), replay))
         missing = [
             (channel_id, call, leg)
             for channel_id, (call, leg) in self._channels.items()
