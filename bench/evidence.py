@@ -109,9 +109,7 @@ async def outbox_rows(n: int, tmp: Path) -> list[tuple[str, float]]:
         assert received == n and outbox.counts()["delivered"] == n
         outbox2 = LeadOutbox(tmp / "outbox2.db")
         t2 = time.perf_counter()
-        await asyncio.gather(
-            *(outbox2.store(replace(lead, lead_id=lead.lead_id + "c")) for lead in leads[:200])
-        )
+        await asyncio.gather(*(outbox2.store(replace(lead, lead_id=lead.lead_id + "c")) for lead in leads[:200]))
         t_conc = time.perf_counter() - t2
         outbox2.close()
     finally:

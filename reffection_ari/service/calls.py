@@ -678,7 +678,6 @@ class CallService:
     async def _store_lead(self, call: _Call, c: cmd.StoreLead) -> None:
         try:
             await self._stop_recording(call)
-            call.recording.keep = True
             info = await asyncio.to_thread(_recording_info, call.recording.host_path)
             call.recording.info = info
             lead = await self.partner.build_lead(
@@ -695,6 +694,7 @@ class CallService:
             log.error("lead not stored call_id=%s code=%s", call.id, code)
             call.inbox.put_nowait(fe.LeadStoreFailed(at=self.clock(), code="lead_store_failed"))
             return
+        call.recording.keep = True  # only a stored lead keeps its recording (retention)
         self.metrics.leads += 1
         log.info("lead stored call_id=%s lead_id=%s", call.id, lead.lead_id)
         call.inbox.put_nowait(fe.LeadStored(at=self.clock(), lead_id=lead.lead_id))
