@@ -41,6 +41,9 @@ class AmiConfig:
     reconnect_timeout: int = 1
     ping_delay: int = 10
     action_timeout: float = 10.0
+    #: Event names this session wants; applied with ``Action: Filter`` after every login so that
+    #: Asterisk does not send (and we do not parse) the dozens of other events per call. Empty: all.
+    event_filter: tuple[str, ...] = ()
 
     def __repr__(self) -> str:
         return f"AmiConfig(host={self.host!r}, port={self.port}, username={self.username!r})"
@@ -61,6 +64,11 @@ class _Manager(Manager):  # type: ignore[misc]
             self._connected = False
             return
         super().connection_lost(exc)
+
+
+def _report_filter_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("ami event filter not applied (all events will be parsed): %r", task.exception())
 
 
 class AmiClient:
@@ -145,7 +153,14 @@ class AmiClient:
     def _on_login(self, manager: Manager) -> None:
         self.logins += 1
         self._logged_in.set()
+        if self.config.event_filter:
+            task = asyncio.get_running_loop().create_task(self._apply_filter())
+            task.add_done_callback(_report_filter_failure)
         log.info("ami logged in host=%s port=%d logins=%d", self.config.host, self.config.port, self.logins)
+
+    async def _apply_filter(self) -> None:
+        for name in self.config.event_filter:
+            await self.action({"Action": "Filter", "Operation": "Add", "Filter": f"Event: {name}"})
 
     def _on_disconnect(self, manager: Manager, exc: Exception | None) -> None:
         self.disconnects += 1
@@ -154,12 +169,12 @@ class AmiClient:
 
     def _dispatch(self, manager: Manager, message: Message) -> None:
         name = str(message.get("Event", "")).lower()
-        if not self._listeners:
+        matching = [listener for wanted, listener in self._listeners if wanted in ("*", name)]
+        if not matching:
             return
         headers = {str(k): str(v) for k, v in dict(message).items()}
-        for wanted, listener in self._listeners:
-            if wanted in ("*", name):
-                try:
-                    listener(headers)
-                except Exception:
-                    log.exception("ami listener failed event=%s", name)
+        for listener in matching:
+            try:
+                listener(headers)
+            except Exception:
+                log.exception("ami listener failed event=%s", name)

@@ -207,8 +207,13 @@ def create_app(
                 except TimeoutError:
                     await response.write(b": keep-alive\n\n")
                     continue
-                payload = json.dumps(event.to_json(), separators=(",", ":"))
-                await response.write(f"event: call.state\ndata: {payload}\n\n".encode())
+                batch = [event]
+                while not queue.empty() and len(batch) < 256:  # one write for a burst of events
+                    batch.append(queue.get_nowait())
+                chunk = "".join(
+                    f"event: call.state\ndata: {json.dumps(e.to_json(), separators=(',', ':'))}\n\n" for e in batch
+                )
+                await response.write(chunk.encode())
         except (ConnectionResetError, asyncio.CancelledError):
             pass
         finally:

@@ -99,7 +99,10 @@ class Daemon:
             await ari.connect()
             self._closers.append(ari.close)
             ami = AmiClient(
-                AmiConfig(host=cfg.ami.host, port=cfg.ami.port, username=cfg.ami.username, secret=cfg.ami.secret)
+                AmiConfig(
+                    host=cfg.ami.host, port=cfg.ami.port, username=cfg.ami.username, secret=cfg.ami.secret,
+                    event_filter=("TestEvent",),  # the end-of-recording signal is all the service reads
+                )
             )
             await ami.connect()
             self._closers.append(ami.close)

@@ -498,9 +498,9 @@ class CallService:
             case cmd.PlayPrompt():
                 await self._play(call, c)
             case cmd.StopPlayback():
-                self._playbacks.pop(c.playback_id, None)
-                with contextlib.suppress(AriError):
-                    await self.ari.playbacks.stop(c.playback_id)
+                if self._playbacks.pop(c.playback_id, None) is not None:  # else it already finished
+                    with contextlib.suppress(AriError):
+                        await self.ari.playbacks.stop(c.playback_id)
             case cmd.StartTimer():
                 self._start_timer(call, c.name, c.seconds)
             case cmd.CancelTimer():
@@ -520,7 +520,9 @@ class CallService:
                     with contextlib.suppress(AriError):
                         await self.ari.bridges.destroy(bridge_id)
             case cmd.HangupLeg():
-                await self._hangup_quietly(call.channel_id(c.leg), c.reason)
+                channel_id = call.channel_id(c.leg)
+                if channel_id in call.live:  # a leg already destroyed needs no request
+                    await self._hangup_quietly(channel_id, c.reason)
             case cmd.AddToDnc():
                 self.partner.opt_out(call.prepared.subscriber_id, call.id)
             case cmd.StoreLead():

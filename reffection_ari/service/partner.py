@@ -149,8 +149,10 @@ class PartnerSide:
         """Reveal the number (audited), sign the receipt, and commit the lead durably."""
         lead_id = f"lead_{uuid.uuid4().hex}"
         number = self.tokens.vault.reveal(subscriber_id, purpose="consented_lead", call_id=call_id)
-        self._audit("reveal", {"call_id": call_id, "lead_id": lead_id, "subscriber_ref": subscriber_id.hex(),
-                               "purpose": "consented_lead"})  # fmt: skip
+        await self._audit_async(
+            "reveal",
+            {"call_id": call_id, "lead_id": lead_id, "subscriber_ref": subscriber_id.hex(), "purpose": "consented_lead"},
+        )
         lead = Lead(
             lead_id=lead_id,
             call_id=call_id,
@@ -166,10 +168,15 @@ class PartnerSide:
         if self.signer is not None:
             receipt = self.signer.issue(lead, recording_sha256=recording.sha256 if recording else None)
             lead = dataclasses.replace(lead, receipt=receipt)
-            self._audit("receipt_issued", {"call_id": call_id, "lead_id": lead_id, "kid": self.signer.kid})
+            await self._audit_async("receipt_issued", {"call_id": call_id, "lead_id": lead_id, "kid": self.signer.kid})
         await self.sink.store(lead)
         return lead
 
     def _audit(self, kind: str, data: dict[str, object]) -> None:
         if self.audit is not None:
             self.audit.append(kind, data)
+
+    async def _audit_async(self, kind: str, data: dict[str, object]) -> None:
+        """Audit entries on the confirm path are fsynced off the event loop."""
+        if self.audit is not None:
+            await self.audit.append_async(kind, data)

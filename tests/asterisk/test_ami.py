@@ -129,3 +129,31 @@ async def test_no_event_lost_around_mixmonitor_test_events(sandbox: Sandbox) -> 
         assert len(ends) >= 20  # the events that carry the extra CRLF really were on the wire
     finally:
         await ami.close()
+
+
+async def test_event_filter_limits_the_session_to_the_named_events(sandbox: Sandbox) -> None:
+    """The daemon asks only for TestEvent (end of recording): other events are not even sent."""
+    plain = AmiClient(_config(sandbox))
+    everything = EventLog()
+    plain.add_listener("*", everything)
+    cfg = _config(sandbox)
+    filtered = AmiClient(AmiConfig(host=cfg.host, port=cfg.port, username=cfg.username, secret=cfg.secret,
+                                   event_filter=("TestEvent",)))  # fmt: skip
+    few = EventLog()
+    filtered.add_listener("*", few)
+    await plain.connect()
+    await filtered.connect()
+    try:
+        await filtered.action({"Action": "Ping"})  # the filter actions were sent before this one
+        cid, channel = await _originate_local(sandbox, everything, hold=1)
+        await plain.mix_monitor(channel, f"reffection/amif-{cid}.wav")
+        await few.wait_for(lambda e: e.get("Event") == "TestEvent" and e.get("State") == "MIXMONITOR_END",
+                           timeout=15)  # fmt: skip
+        other = channel[:-1] + "2"
+        await everything.wait_for(lambda e: e.get("Event") == "Hangup" and e.get("Channel") == other, timeout=15)
+        # FullyBooted greets every login, before the filter exists; after it, only TestEvent.
+        assert {e.get("Event") for e in few.events} - {"FullyBooted"} == {"TestEvent"}
+        assert any(e.get("Event") == "Newchannel" for e in everything.events)
+    finally:
+        await filtered.close()
+        await plain.close()
