@@ -151,7 +151,12 @@ class PartnerSide:
         number = self.tokens.vault.reveal(subscriber_id, purpose="consented_lead", call_id=call_id)
         await self._audit_async(
             "reveal",
-            {"call_id": call_id, "lead_id": lead_id, "subscriber_ref": subscriber_id.hex(), "purpose": "consented_lead"},
+            {
+                "call_id": call_id,
+                "lead_id": lead_id,
+                "subscriber_ref": subscriber_id.hex(),
+                "purpose": "consented_lead",
+            },
         )
         lead = Lead(
             lead_id=lead_id,
