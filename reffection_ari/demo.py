@@ -172,6 +172,6 @@ def main(workdir: str | None, keep_sandbox: bool) -> int:
     work.mkdir(parents=True, exist_ok=True)
     if keep_sandbox and sandbox.pid() is None:
         print(f"asterisk started in {sandbox.start():.2f}s (left running)")
-    with sandbox.lease():
+    with sandbox.lease(), sandbox.sip_peers():
         asyncio.run(run_demo(work, sandbox))
     return 0

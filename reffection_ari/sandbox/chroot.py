@@ -245,6 +245,18 @@ class Sandbox:
                         self.stop()
             users.close()
 
+    @contextlib.contextmanager
+    def sip_peers(self) -> Iterator[None]:
+        """Exclusive use of the sandbox's SIP peer ports (15070 subscriber, 15080 agent, 15090
+        advertiser): the PJSIP endpoints point at fixed addresses, so one process at a time."""
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.cache_dir / "sip-peers.lock", "a+") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
     # ---- run -------------------------------------------------------------------------------
     def pid(self) -> int | None:
         try:
