@@ -25,6 +25,11 @@ log = logging.getLogger(__name__)
 
 AmiListener = Callable[[dict[str, str]], None]
 
+# panoramisk logs whole AMI messages at DEBUG; some (DialBegin, Newchannel...) carry dial strings,
+# i.e. numbers. Its logger never goes below INFO, whatever the application's log level.
+_PANORAMISK_LOG = logging.getLogger("reffection_ari.ami.panoramisk")
+_PANORAMISK_LOG.setLevel(logging.INFO)
+
 
 class AmiError(ReffectionError):
     """An AMI action failed (``ami_action_failed``) or AMI is unreachable (``ami_unavailable``)."""
@@ -99,7 +104,7 @@ class AmiClient:
             reconnect_timeout=self.config.reconnect_timeout,
             on_login=self._on_login,
             on_disconnect=self._on_disconnect,
-            log=logging.getLogger("reffection_ari.ami.panoramisk"),
+            log=_PANORAMISK_LOG,
         )
         self._manager.register_event("*", self._dispatch)
         self._manager.connect()

@@ -60,6 +60,10 @@ _TYPE_ORDER: Final = (
 )
 _FAST_DIALABLE: Final = frozenset(_DIALABLE.values())
 _GEO_MOBILE_CC: Final[frozenset[int]] = frozenset(phonenumberutil._GEO_MOBILE_COUNTRIES)
+# Country calling codes are prefix-free, so at most one of the 1-, 2- and 3-digit prefixes hits.
+_CC_BY_PREFIX: Final[dict[str, tuple[int, tuple[str, ...]]]] = {
+    str(cc): (cc, tuple(regions)) for cc, regions in phonenumberutil.COUNTRY_CODE_TO_REGION_CODE.items()
+}
 
 
 class _RegionMatcher:
@@ -155,18 +159,13 @@ def _fast_parse(text: str) -> PhoneNumber | None:
     digits = s[1:]
     if not (digits.isascii() and digits.isdigit()) or digits[0] == "0":
         return None
-    cc = 0
-    cc_len = 0
-    for n in (1, 2, 3):
-        if int(digits[:n]) in phonenumberutil.COUNTRY_CODE_TO_REGION_CODE:
-            cc, cc_len = int(digits[:n]), n
-            break
-    if not cc:
+    hit = _CC_BY_PREFIX.get(digits[:1]) or _CC_BY_PREFIX.get(digits[:2]) or _CC_BY_PREFIX.get(digits[:3])
+    if hit is None:
         return None
-    nsn = digits[cc_len:]
+    cc, regions = hit
+    nsn = digits[len(str(cc)) :]
     if not 2 <= len(nsn) <= 17:
         return None
-    regions = phonenumberutil.COUNTRY_CODE_TO_REGION_CODE[cc]
     main = _matcher(regions[0])
     if main is None:  # non-geographic entity ("001"): rare, let phonenumbers decide
         return None
@@ -193,9 +192,7 @@ def _fast_parse(text: str) -> PhoneNumber | None:
     if region is None or kind not in _FAST_DIALABLE:
         return None  # invalid or non-dialable: the slow path produces the exact error
     assert kind is not None
-    geographical = kind in _GEOGRAPHICAL_KINDS or (kind == "mobile" and cc in _GEO_MOBILE_CC)
-    zones = None if geographical else _time_zones_for(digits, cc, False)
-    return PhoneNumber._make("+" + digits, cc, region, kind, zones)
+    return PhoneNumber._make("+" + digits, cc, region, kind, None)  # zones: computed on first use
 
 
 def _slow_parse(text: str, default_region: str | None) -> PhoneNumber:
@@ -227,7 +224,7 @@ class PhoneNumber:
     _e164: str
     _kind: str
     _region: str
-    _zones: tuple[str, ...] | None  # None: geographical, computed on first use
+    _zones: tuple[str, ...] | None  # None: not computed yet (parsing is hot, zones are not)
 
     def __init__(self) -> None:
         raise TypeError("use PhoneNumber.parse()")
@@ -283,7 +280,8 @@ class PhoneNumber:
         """IANA zones the number may be in (several for mobiles in large countries; may be empty)."""
         zones = self._zones
         if zones is None:
-            zones = _time_zones_for(self._e164[1:], self._cc, True)
+            geographical = self._kind in _GEOGRAPHICAL_KINDS or (self._kind == "mobile" and self._cc in _GEO_MOBILE_CC)
+            zones = _time_zones_for(self._e164[1:], self._cc, geographical)
             object.__setattr__(self, "_zones", zones)
         return zones
 

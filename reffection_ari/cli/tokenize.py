@@ -12,12 +12,13 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as dt
+import os
 import sys
 import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import ExitStack
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from typing import IO, Any, TextIO
 
 from ..errors import NumberError, ReffectionError
@@ -104,8 +105,11 @@ class _Tokenizer:
         ci, pi, si, ti = cols
         parse = PhoneNumber.parse
         region = self.region
+        consent = si is not None or ti is not None
         accepted: list[tuple[int, str]] = []
         items: list[BulkItem] = []
+        add_accepted = accepted.append
+        add_item = items.append
         for line, row in chunk:
             try:
                 cookie = row[ci].strip()
@@ -113,7 +117,7 @@ class _Tokenizer:
             except IndexError:
                 self.reject(line, "short_row", row[ci].strip() if len(row) > ci else "")
                 continue
-            if not cookie or not phone.strip():
+            if not cookie or not phone or phone.isspace():
                 self.reject(line, "empty", cookie)
                 continue
             try:
@@ -121,16 +125,19 @@ class _Tokenizer:
             except NumberError:
                 self.reject(line, "invalid_number", cookie)
                 continue
-            source = row[si].strip() or None if si is not None and si < len(row) else None
-            at = None
-            if ti is not None and ti < len(row) and row[ti].strip():
-                try:
-                    at = _parse_time(row[ti].strip())
-                except ValueError:
-                    self.reject(line, "bad_consent_at", cookie)
-                    continue
-            accepted.append((line, cookie))
-            items.append(BulkItem(number, source, at))
+            if consent:
+                source = row[si].strip() or None if si is not None and si < len(row) else None
+                at = None
+                if ti is not None and ti < len(row) and row[ti].strip():
+                    try:
+                        at = _parse_time(row[ti].strip())
+                    except ValueError:
+                        self.reject(line, "bad_consent_at", cookie)
+                        continue
+                add_item(BulkItem(number, source, at))
+            else:
+                add_item(BulkItem(number))
+            add_accepted((line, cookie))
         tokens = self.service.issue_many(items, self.audience, self.run_id, ttl_days=self.ttl)
         out_rows = []
         for (line, cookie), token in zip(accepted, tokens, strict=True):
@@ -148,14 +155,23 @@ def _open(stack: ExitStack, path: str, mode: str, std: TextIO) -> IO[str]:
     return stack.enter_context(open(path, mode, newline="", encoding="utf-8"))
 
 
+def _bulk_session(service: TokenService) -> AbstractContextManager[object]:
+    """The vault's batched-import session when it has one (SqliteVault), else nothing."""
+    session = getattr(service.vault, "bulk_import", None)
+    return session() if callable(session) else nullcontext()
+
+
 def cmd_tokenize(args: argparse.Namespace) -> int:
     validate_audience(args.audience)
     service = open_service(args)
     started = time.monotonic()
     progress = sys.stderr.isatty()
+    # The output file is written under a temporary name and renamed after the vault's last
+    # commit: a run that dies leaves no OUT_CSV holding tokens the vault never committed.
+    partial = f"{args.output}.partial" if args.output != "-" else "-"
     with ExitStack() as stack:
         src = _open(stack, args.input, "r", sys.stdin)
-        dst = _open(stack, args.output, "w", sys.stdout)
+        dst = _open(stack, partial, "w", sys.stdout)
         rej_path = args.rejects or (f"{args.output}.rejects.csv" if args.output != "-" else "-")
         rej = _open(stack, rej_path, "w", sys.stderr)
         reader = csv.reader(src)
@@ -176,15 +192,23 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
         rejects.writerow(["line", "reason", "cookie"])
         tok = _Tokenizer(service, args, writer, rejects)
         try:
-            for chunk in _chunks(reader, CHUNK_ROWS):
-                tok.process(chunk, (cols[0], cols[1], cols[2], cols[3]))
-                if progress:
-                    done = tok.ok + sum(tok.rejected.values())
-                    print(f"\rtokenize: {done} rows", end="", file=sys.stderr, flush=True)
+            with _bulk_session(service):
+                for chunk in _chunks(reader, CHUNK_ROWS):
+                    tok.process(chunk, (cols[0], cols[1], cols[2], cols[3]))
+                    if progress:
+                        done = tok.ok + sum(tok.rejected.values())
+                        print(f"\rtokenize: {done} rows", end="", file=sys.stderr, flush=True)
+        except BaseException:
+            if partial != "-":
+                dst.close()
+                os.unlink(partial)
+            raise
         finally:
             service.vault.close()
         if progress:
             print(file=sys.stderr)
+    if partial != "-":
+        os.replace(partial, args.output)
     elapsed = time.monotonic() - started
     total_rej = sum(tok.rejected.values())
     detail = ", ".join(f"{k} {v}" for k, v in sorted(tok.rejected.items())) or "none"

@@ -39,6 +39,7 @@ from ..ari import (
     Event,
     NotFound,
     PlaybackFinished,
+    StasisEnd,
     StasisStart,
 )
 from ..config import CampaignSettings, RecordingSettings
@@ -168,6 +169,8 @@ class CallService:
         self._playbacks: dict[str, _Call] = {}
         self._mixmon_done: dict[str, asyncio.Future[None]] = {}
         self._handovers: dict[str, tuple[str, str]] = {}  # channel id -> (other channel, bridge)
+        self._leaving: set[str] = set()  # our channels Asterisk reported ending (StasisEnd/Destroyed)
+        self._leaving_waiters: dict[str, asyncio.Future[None]] = {}
         self._listeners: list[tuple[str | None, asyncio.Queue[PlatformEvent]]] = []
         self._accepting = True
         self.ari_connected = False
@@ -343,6 +346,11 @@ class CallService:
                 return
             owner = self._channels.get(channel_id)
             target = owner[0] if owner else None
+            if target is not None and isinstance(event, StasisEnd | ChannelDestroyed):
+                self._leaving.add(channel_id)
+                waiter = self._leaving_waiters.get(channel_id)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(None)
             if target is None and isinstance(event, StasisStart):
                 # A leg of a call this process does not know (left ringing by a previous run)
                 # just answered into our application: end it rather than leave it dangling.
@@ -450,9 +458,13 @@ class CallService:
     async def _translate(self, call: _Call, event: Event) -> list[fe.FlowEvent]:
         at = self.clock()
         if isinstance(event, PlaybackFinished):
-            return [
-                fe.PlaybackFinished(at=at, playback_id=event.playback.id, ok=event.playback.state != "failed")
-            ]
+            ok = event.playback.state != "failed"
+            if not ok and await self._target_gone(call, event.playback.target_uri):
+                # Asterisk fails the playback of a channel that is hanging up just before it
+                # reports StasisEnd/ChannelDestroyed: that is a hangup, which the destroy event
+                # (already on its way) tells the flow -- not a media error.
+                return []
+            return [fe.PlaybackFinished(at=at, playback_id=event.playback.id, ok=ok)]
         channel = getattr(event, "channel", None)
         channel_id: str | None = getattr(channel, "id", None)
         owner = self._channels.get(channel_id) if channel_id else None
@@ -478,6 +490,24 @@ class CallService:
             self._channels.pop(channel_id, None)
             return [_gone_event(call, channel_id, leg, event.cause, at)]
         return []
+
+    async def _target_gone(self, call: _Call, target_uri: str, grace: float = 1.0) -> bool:
+        """Is the playback's channel going away? Asterisk fails a playback as the channel hangs
+        up, a moment before StasisEnd/ChannelDestroyed; wait (bounded) for that news, which the
+        ordered reader records in ``_leaving`` as soon as it arrives."""
+        kind, _, channel_id = target_uri.partition(":")
+        if kind != "channel":
+            return False
+        if channel_id not in call.live or channel_id in self._leaving:
+            return True
+        waiter = self._leaving_waiters.setdefault(channel_id, asyncio.get_running_loop().create_future())
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), grace)
+        except TimeoutError:
+            return False
+        finally:
+            self._leaving_waiters.pop(channel_id, None)
+        return True
 
     # ---- command execution -----------------------------------------------------------------
     async def _execute(self, call: _Call, commands: list[cmd.Command]) -> None:
@@ -746,6 +776,8 @@ class CallService:
         call.bridges.clear()
         for playback_id in [p for p, owner in self._playbacks.items() if owner is call]:
             self._playbacks.pop(playback_id, None)
+        for leg in _SUFFIX:
+            self._leaving.discard(call.channel_id(leg))
         rec = call.recording
         if rec.started and not rec.keep:
             await self._stop_recording(call)
@@ -764,9 +796,13 @@ class CallService:
         if call.prepared.lease is not None:
             call.prepared.lease.release()
         self.metrics.calls_ended[(state.value, outcome)] += 1
+        lead_id = call.flow.lead_id
         for future in call.confirms.values():
-            if not future.done():
-                future.set_result(ConfirmResult(ok=False, code="call_ended", lead_id=None))
+            if not future.done():  # a confirm still queued when the call ended
+                if lead_id is not None:
+                    future.set_result(ConfirmResult(ok=True, code="already_confirmed", lead_id=lead_id))
+                else:
+                    future.set_result(ConfirmResult(ok=False, code="call_ended", lead_id=None))
         call.finished.set()
         self._finished_order.append(call.id)
         while len(self._finished_order) > self._finished_history:

@@ -97,10 +97,7 @@ class TokenService:
         """Bulk :meth:`issue`; ``None`` marks a number repeated within ``run_id``."""
         validate_audience(audience)
         expiry = self._expiry(ttl_days)
-        encode = self.codec.encode
-        return [
-            encode(sid, audience, expiry) if sid is not None else None for sid in self.vault.bulk_ensure(items, run_id)
-        ]
+        return self.codec.encode_many(self.vault.bulk_ensure(items, run_id), audience, expiry)
 
     def decode(self, token: str, audience: str, *, campaign: str | None = None) -> DecodedToken:
         """Verify the token only (no vault access)."""

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final, Protocol, TypeAlias, runtime_checkable
+from typing import Final, NamedTuple, Protocol, TypeAlias, runtime_checkable
 
 from ..errors import TokenError
 from ..phone import PhoneNumber
@@ -84,8 +84,9 @@ class ErasureReport:
         return self.subscriber_id.hex() if self.subscriber_id else None
 
 
-@dataclass(frozen=True)
-class BulkItem:
+class BulkItem(NamedTuple):
+    """One row of a bulk import. A NamedTuple (immutable, cheap): ``tokenize`` builds one per row."""
+
     number: PhoneNumber
     consent_source: str | None = None
     consent_at: float | None = None
@@ -133,9 +134,12 @@ class Vault(Protocol):
     def close(self) -> None: ...
 
 
+# ``subscribers`` is a rowid table: rows append in import order and only the two small unique
+# indexes (random id, keyed lookup) take random inserts. (Vaults created before this keep their
+# WITHOUT ROWID table; every statement works on both.)
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS subscribers (
-    id BLOB PRIMARY KEY,
+    id BLOB NOT NULL UNIQUE,
     lookup BLOB NOT NULL UNIQUE,
     e164 TEXT NOT NULL,
     region TEXT NOT NULL,
@@ -144,7 +148,7 @@ CREATE TABLE IF NOT EXISTS subscribers (
     consent_at REAL,
     created_at REAL NOT NULL,
     seen_run TEXT
-) WITHOUT ROWID;
+);
 CREATE TABLE IF NOT EXISTS dnc (
     lookup BLOB PRIMARY KEY,
     source TEXT NOT NULL,
@@ -164,6 +168,13 @@ CREATE TABLE IF NOT EXISTS erased (
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
 """
 _CHUNK: Final = 900  # stays far below SQLite's bound-parameter limit
+_CACHE_KIB: Final = 16384  # page cache: a fixed bound, also during bulk_import (flat memory)
+
+
+@dataclass
+class _BulkSession:
+    rows_per_commit: int
+    pending: int = 0
 
 
 class SqliteVault:
@@ -192,7 +203,8 @@ class SqliteVault:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.execute("PRAGMA cache_size=-16384")  # 16 MiB: bulk imports insert random keys
+        self._db.execute(f"PRAGMA cache_size=-{_CACHE_KIB}")
+        self._bulk: _BulkSession | None = None
         self._db.executescript(_SCHEMA)
         # A key check value (not the key) detects a vault opened with another keyring's lookup key,
         # which would silently create duplicate subscribers.
@@ -219,8 +231,42 @@ class SqliteVault:
         return hashlib.blake2b(number.e164.encode(), key=self._key, digest_size=16).digest()
 
     @contextmanager
+    def bulk_import(self, rows_per_commit: int = 100_000) -> Iterator[None]:
+        """Group :meth:`bulk_ensure` calls into transactions of about ``rows_per_commit`` rows.
+        The page cache keeps its fixed 16 MiB bound (64 MiB measured ~25% faster at 1M rows but
+        made peak RSS grow with the file up to that bound). Committing every 5,000 rows rewrote the same
+        random index pages into the WAL each time; batching writes each dirty page about once per
+        batch.
+
+        Crash story: each batch commits atomically; a crash loses at most the open batch, and
+        re-running the import is idempotent by number (committed numbers keep their subscriber
+        ids, so the re-run yields the same tokens). Output produced by a run that did not finish
+        must be discarded (``tokenize`` writes its file under a temporary name and renames it only
+        after the last commit). Durability settings are unchanged (WAL, ``synchronous=NORMAL``).
+        The vault lock is held for the whole session: other threads wait."""
+        if rows_per_commit < 1:
+            raise ValueError("rows_per_commit must be >= 1")
+        with self._lock:
+            if self._bulk is not None:
+                raise RuntimeError("bulk_import sessions do not nest")
+            self._db.execute("BEGIN IMMEDIATE")
+            self._bulk = _BulkSession(rows_per_commit)
+            try:
+                yield
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            else:
+                self._db.execute("COMMIT")
+            finally:
+                self._bulk = None
+
+    @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
+            if self._bulk is not None:  # inside bulk_import: its transaction is ours
+                yield self._db
+                return
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
@@ -316,6 +362,13 @@ class SqliteVault:
                     )
                 if touches:
                     db.executemany("UPDATE subscribers SET seen_run=? WHERE lookup=?", touches)
+            bulk = self._bulk
+            if bulk is not None:
+                bulk.pending += len(items)
+                if bulk.pending >= bulk.rows_per_commit:
+                    db.execute("COMMIT")
+                    db.execute("BEGIN IMMEDIATE")
+                    bulk.pending = 0
         return out
 
     def find_by_number(self, number: PhoneNumber) -> bytes | None:

@@ -213,3 +213,32 @@ def test_no_progress_when_not_a_tty(env: Path, capsys: pytest.CaptureFixture[str
         ]
     )
     assert "\r" not in capsys.readouterr().err
+
+
+def test_failed_run_leaves_no_output_file(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tokens reach OUT_CSV only after the vault's last commit (written as OUT_CSV.partial)."""
+    from reffection_ari.cli import tokenize as tk
+
+    monkeypatch.setattr(tk, "CHUNK_ROWS", 1)
+    calls = 0
+    real = TokenService.issue_many
+
+    def failing(self: TokenService, *a: object, **kw: object) -> list[str | None]:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise OSError("disk gone")
+        return real(self, *a, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(TokenService, "issue_many", failing)
+    src = env / "in.csv"
+    src.write_text(f"cookie,phone\na,{LONDON}\nb,{LEEDS}\n")
+    out = env / "o.csv"
+    with pytest.raises(OSError, match="disk gone"):
+        main(["tokenize", str(src), "-o", str(out), "--audience", "demo", *_args(env)])
+    assert not out.exists() and not (env / "o.csv.partial").exists()
+    svc = _service(env)
+    try:
+        assert svc.vault.count() == 0  # type: ignore[attr-defined]  # the open batch rolled back
+    finally:
+        svc.vault.close()

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import re
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from reffection_ari.errors import TokenError
 from reffection_ari.tokens import TOKEN_LENGTH, TokenCodec
@@ -179,7 +182,7 @@ def test_expiry_bucket_rounding() -> None:
     clock = FakeClock(start=100 * DAY)
     ring = Keyring.__new__(Keyring)  # codec math only
     codec = TokenCodec.__new__(TokenCodec)
-    codec._clock = clock  # type: ignore[attr-defined]
+    codec._clock = clock
     del ring
     assert codec.expiry_day(10, 7) == 112  # 110 rounded up to a multiple of 7
     assert codec.expiry_day(12, 7) == 112
@@ -195,3 +198,77 @@ def test_bulk_issue_matches_single_issue_and_flags_duplicates(w: Wired) -> None:
     assert out[0] == w.service.issue(num(LONDON), "plat-a")
     again = w.service.issue_many([BulkItem(num(LEEDS))], "plat-a", "run-2")
     assert again == [out[1]]
+
+
+# Fast paths: each must agree exactly with the plain definition it replaces.
+
+
+@given(payload=st.binary(min_size=35, max_size=35))
+def test_b32encode_is_base32hex_lower(payload: bytes) -> None:
+    assert _b32encode(payload) == base64.b32hexencode(payload).decode().lower()
+
+
+def test_encode_many_equals_encode(w: Wired) -> None:
+    ids = [bytes([i]) * 12 for i in range(5)]
+    day = w.codec.expiry_day(90)
+    batch = w.codec.encode_many([*ids[:2], None, *ids[2:]], "plat-a", day)
+    assert batch == [
+        *(w.codec.encode(i, "plat-a", day) for i in ids[:2]),
+        None,
+        *(w.codec.encode(i, "plat-a", day) for i in ids[2:]),
+    ]
+    with pytest.raises(ValueError):
+        w.codec.encode_many([b"short"], "plat-a", day)
+    with pytest.raises(TokenError):
+        w.codec.encode_many(ids, "bad audience", day)
+
+
+def test_int_parse_aliases_are_malformed(w: Wired) -> None:
+    """59-character texts that int(text, 32) accepts but that are not canonical tokens."""
+    t = w.service.issue(num(LONDON), "plat-a")
+    w.codec.decode(t, ["plat-a"])  # warm the header cache
+    variants = [
+        "+" + t[1:], "-" + t[1:], " " + t[1:], t[:-1] + " ", t[:20] + "_" + t[21:],
+        t[:30] + t[30].upper() + t[31:] if t[30].isalpha() else t[:30] + "A" + t[31:],
+        t[:40] + "\u0663" + t[41:],  # ARABIC-INDIC DIGIT THREE: int() reads it as 3
+        "rf1" + "w" * 56, "0" * 59,
+    ]  # fmt: skip
+    for v in variants:
+        assert len(v) == 59 and v != t
+        with pytest.raises(TokenError) as ei:
+            w.codec.decode(v, ["plat-a"])
+        assert _code(ei) == "malformed_token", v
+
+
+def test_header_cache_never_changes_an_answer(w: Wired) -> None:
+    a = w.service.issue(num(LONDON), "plat-a")
+    assert w.codec.decode(a, ["plat-a"]).audience == "plat-a"  # cached for plat-a now
+    for audiences, code in ((["plat-b"], "wrong_audience"), ([], "wrong_audience")):
+        with pytest.raises(TokenError) as ei:
+            w.codec.decode(a, audiences)
+        assert _code(ei) == code
+    # campaign candidates first: the uncached path decides, and still finds the platform token
+    assert w.codec.decode(a, ["plat-a/spring", "plat-a"]).audience == "plat-a"
+    # same header, forged body: still authenticated
+    forged = a[:-1] + ("0" if a[-1] != "0" else "1")
+    with pytest.raises(TokenError) as ei:
+        w.codec.decode(forged, ["plat-a"])
+    assert _code(ei) == "bad_token"
+    # expiry is checked from the cached deadline with the live clock
+    w.clock.advance_days(200)
+    with pytest.raises(TokenError) as ei:
+        w.codec.decode(a, ["plat-a"])
+    assert _code(ei) == "expired_token"
+    assert w.codec.decode(a, ["plat-a"], check_expiry=False).audience == "plat-a"
+
+
+def test_retired_key_is_not_kept_alive_by_the_header_cache(w: Wired) -> None:
+    a = w.service.issue(num(LONDON), "plat-a")
+    w.codec.decode(a, ["plat-a"])
+    w.ring.rotate("token")
+    w.codec.reload()
+    w.ring.retire("token-1")
+    w.codec.reload()
+    with pytest.raises(TokenError) as ei:
+        w.codec.decode(a, ["plat-a"])
+    assert _code(ei) == "unknown_key"

@@ -131,3 +131,29 @@ def test_persistence_across_reopen(w: Wired, tmp_path: Path) -> None:
 
 def test_file_mode_is_owner_only(w: Wired, tmp_path: Path) -> None:
     assert (tmp_path / "vault.db").stat().st_mode & 0o077 == 0
+
+
+def test_bulk_import_commits_in_batches_and_rolls_back_the_open_batch(w: Wired, tmp_path: Path) -> None:
+    from reffection_ari.tokens import BulkItem
+
+    other = sqlite3.connect(tmp_path / "vault.db")
+
+    def committed() -> int:
+        return int(other.execute("SELECT count(*) FROM subscribers").fetchone()[0])
+
+    with pytest.raises(RuntimeError, match="boom"), w.vault.bulk_import(rows_per_commit=2):
+        ids = w.vault.bulk_ensure([BulkItem(num(LONDON)), BulkItem(num(LEEDS))], "run-1")
+        assert committed() == 2  # batch full: committed, visible to other connections
+        w.vault.bulk_ensure([BulkItem(num(NANP))], "run-1")
+        assert committed() == 2  # open batch: not yet
+        raise RuntimeError("boom")
+    assert committed() == 2  # the open batch rolled back, the committed one stayed
+    # re-running is idempotent by number: committed numbers keep their ids
+    with w.vault.bulk_import():
+        again = w.vault.bulk_ensure([BulkItem(num(LONDON)), BulkItem(num(NANP)), BulkItem(num(LONDON))], "run-2")
+        with pytest.raises(RuntimeError, match="nest"), w.vault.bulk_import():
+            pass
+    assert again[0] == ids[0] and again[1] is not None and again[2] is None
+    assert committed() == 3
+    w.vault.ensure_subscriber(num(RU_MOBILE))  # normal transactions work again after the session
+    assert committed() == 4
