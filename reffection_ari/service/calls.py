@@ -118,6 +118,7 @@ class _Call:
     confirms: dict[str, asyncio.Future[ConfirmResult]] = field(default_factory=dict)
     bridges: set[str] = field(default_factory=set)
     handed_over: bool = False
+    final_state: cmd.StateChanged | None = None
     updated_at: datetime = field(default_factory=_now)
     finished: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -568,6 +569,8 @@ class CallService:
                 call.recording.keep = call.recording.keep or c.keep
                 if not c.keep:
                     await self._stop_recording(call)
+            case cmd.StateChanged() if c.new.terminal:
+                call.final_state = c  # published once the call is fully released (see _cleanup)
             case cmd.StateChanged():
                 self._publish(call, c)
             case cmd.CallFinished():
@@ -742,6 +745,7 @@ class CallService:
 
     def _publish(self, call: _Call, c: cmd.StateChanged) -> None:
         call.updated_at = self.clock()
+        log.debug("call state call_id=%s %s -> %s reason=%s", call.id, c.old.value, c.new.value, c.reason)
         self.metrics.state_transitions[c.new.value] += 1
         event = PlatformEvent(
             call_id=call.id,
@@ -804,6 +808,10 @@ class CallService:
                 else:
                     future.set_result(ConfirmResult(ok=False, code="call_ended", lead_id=None))
         call.finished.set()
+        if call.final_state is not None:
+            # Only now: a platform that reacts to "ended" by calling again must find the
+            # subscriber's slot and the campaign's concurrency already released.
+            self._publish(call, call.final_state)
         self._finished_order.append(call.id)
         while len(self._finished_order) > self._finished_history:
             self._calls.pop(self._finished_order.pop(0), None)

@@ -23,6 +23,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -49,6 +50,8 @@ TERMINAL = ("ended", "failed", "transferred")
 #: Campaigns of the test config. ``acme-winter`` is the example's ivr campaign with short timeouts;
 #: ``acme-quick`` has shorter ring/wrap-up timeouts and one call at a time.
 IVR, QUICK, AGENT_MODE, TRANSFER = "acme-winter", "acme-quick", "acme-agent", "acme-transfer"
+EU, EU_SLOW = "acme-eu", "acme-eu-slow"  # the eu rule pack; the slow one allows 1 call per second
+LOCAL_PREFIX = "+4420794610"
 
 
 _PASSED = pytest.StashKey[bool]()
@@ -235,6 +238,18 @@ class Dialer:
     def recording_path(self, call_id: str) -> Path:
         return self.config.recordings.host_dir / f"{call_id}.wav"
 
+    async def recording_exists(self, call_id: str, timeout: float = 3.0) -> bool:
+        """Whether the call's recording file appears (MixMonitor's thread creates it just after
+        the AMI action returns)."""
+        path = self.recording_path(call_id)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not path.exists():
+            if loop.time() > deadline:
+                return False
+            await asyncio.sleep(0.05)  # polling the file system with a deadline
+        return True
+
     async def recording_deleted(self, call_id: str, timeout: float = 5.0) -> bool:
         """Whether retention deletes the call's recording (it happens just after the final event)."""
         path = self.recording_path(call_id)
@@ -343,7 +358,14 @@ def build_config(sandbox: Sandbox, workdir: Path, node: str) -> Config:
     agent_mode["consent_mode"] = "agent"
     transfer = copy.deepcopy(base)
     transfer["transfer_dial"] = "PJSIP/advertiser"
-    raw["campaigns"].update({QUICK: quick, AGENT_MODE: agent_mode, TRANSFER: transfer})
+    eu = copy.deepcopy(base)
+    eu["policy"] = {"pack": "eu", "max_concurrent": 3, "max_cps": 5}
+    eu_slow = copy.deepcopy(base)
+    eu_slow["policy"] = {"pack": "eu", "max_concurrent": 10, "max_cps": 1}
+    raw["campaigns"].update({QUICK: quick, AGENT_MODE: agent_mode, TRANSFER: transfer, EU: eu, EU_SLOW: eu_slow})
+    # Subscribers in +44 20 7946 10xx are Local channels answered by the sandbox dialplan: policy
+    # tests can place many calls without SIP peers.
+    raw["routes"].insert(0, {"prefix": LOCAL_PREFIX, "dial": "Local/{digits}@bench-subscriber"})
     return parse_config(raw, base_dir=workdir)
 
 
@@ -361,7 +383,13 @@ async def dialer(sandbox: Sandbox, tmp_path: Path, request: pytest.FixtureReques
     logging.getLogger("panoramisk").setLevel(logging.INFO)
     lock = sandbox.sip_peers()  # the PJSIP endpoints point at fixed sipp ports: one process at a time
     await asyncio.to_thread(lock.__enter__)
-    daemon = Daemon(config)
+    clock_marker = request.node.get_closest_marker("wall_clock")
+    if clock_marker is not None:
+        # The daemon's wall clock starts at the marker's time and advances in real time.
+        start, origin = clock_marker.args[0], time.monotonic()
+        daemon = Daemon(config, clock=lambda: start + timedelta(seconds=time.monotonic() - origin))
+    else:
+        daemon = Daemon(config)
     stopped = False
     http = aiohttp.ClientSession()
     sse_task: asyncio.Task[None] | None = None

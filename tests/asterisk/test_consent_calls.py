@@ -80,7 +80,7 @@ async def test_consent_no_gives_no_lead_and_deletes_recording(dialer: Dialer) ->
     await dialer.subscriber(speech(), pause(KEY_AT), dtmf("2"))
     call_id = await dialer.place(dialer.issue())
     await dialer.wait_state(call_id, ["disclosure"])
-    assert dialer.recording_path(call_id).exists()  # recorded from answer
+    assert await dialer.recording_exists(call_id)  # recorded from answer
 
     end = await dialer.wait_end(call_id)
     assert (end["state"], end["reason"]) == ("ended", "declined")
