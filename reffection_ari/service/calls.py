@@ -548,8 +548,7 @@ class CallService:
             case cmd.DestroyBridge():
                 for bridge_id in list(call.bridges):
                     call.bridges.discard(bridge_id)
-                    with contextlib.suppress(AriError):
-                        await self.ari.bridges.destroy(bridge_id)
+                    await self._destroy_bridge(bridge_id)
             case cmd.HangupLeg():
                 channel_id = call.channel_id(c.leg)
                 if channel_id in call.live:  # a leg already destroyed needs no request
@@ -667,9 +666,9 @@ class CallService:
 
     async def _bridge(self, call: _Call) -> None:
         bridge_id = f"{call.id}-b"
+        call.bridges.add(bridge_id)  # staged before create: even a create that times out is torn down
         try:
             await self.ari.bridges.create(bridge_id, type="mixing", name=f"reffection-{call.id}")
-            call.bridges.add(bridge_id)
             await self.ari.bridges.add_channel(
                 bridge_id, [call.channel_id("subscriber"), call.channel_id("agent")]
             )
@@ -683,9 +682,9 @@ class CallService:
         sub, adv = call.channel_id("subscriber"), call.channel_id("transfer")
         with contextlib.suppress(AriError):
             await self.ari.bridges.remove_channel(f"{call.id}-b", sub)
+        call.bridges.add(bridge_id)
         try:
             await self.ari.bridges.create(bridge_id, type="mixing", name=f"reffection-{call.id}-transfer")
-            call.bridges.add(bridge_id)
             await self.ari.bridges.add_channel(bridge_id, [sub, adv])
         except AriError as exc:
             log.warning("transfer bridge failed call_id=%s code=%s", call.id, exc.code)
@@ -704,8 +703,7 @@ class CallService:
 
         async def finish() -> None:
             await self._hangup_quietly(other, "normal")
-            with contextlib.suppress(AriError):
-                await self.ari.bridges.destroy(bridge_id)
+            await self._destroy_bridge(bridge_id)
 
         task = asyncio.get_running_loop().create_task(finish())
         task.add_done_callback(_log_task_failure)
@@ -775,8 +773,7 @@ class CallService:
         for channel_id in list(call.live):
             await self._hangup_quietly(channel_id, "normal")
         for bridge_id in list(call.bridges):
-            with contextlib.suppress(AriError):
-                await self.ari.bridges.destroy(bridge_id)
+            await self._destroy_bridge(bridge_id)
         call.bridges.clear()
         for playback_id in [p for p, owner in self._playbacks.items() if owner is call]:
             self._playbacks.pop(playback_id, None)
@@ -816,6 +813,17 @@ class CallService:
         while len(self._finished_order) > self._finished_history:
             self._calls.pop(self._finished_order.pop(0), None)
         log.info("call finished call_id=%s state=%s reason=%s", call.id, state.value, outcome)
+
+    async def _destroy_bridge(self, bridge_id: str, attempts: int = 2) -> None:
+        """Destroy a bridge; gone already is fine; a failed request is tried once more."""
+        for attempt in range(attempts):
+            try:
+                await self.ari.bridges.destroy(bridge_id)
+                return
+            except NotFound:
+                return
+            except AriError as exc:
+                log.warning("bridge destroy failed bridge=%s attempt=%d code=%s", bridge_id, attempt + 1, exc.code)
 
     async def _hangup_quietly(self, channel_id: str, reason: str) -> None:
         try:
