@@ -80,6 +80,30 @@ def _vars_body(variables: Mapping[str, str] | None) -> dict[str, Any] | None:
     return {"variables": dict(variables)} if variables else None
 
 
+async def _record(
+    t: Transport,
+    resource: str,
+    name: str,
+    format: str,
+    max_duration_seconds: int | None,
+    max_silence_seconds: int | None,
+    if_exists: str,
+    beep: bool,
+    terminate_on: str,
+) -> LiveRecording:
+    """``POST {resource}/record``: channels and bridges take the same recording parameters."""
+    p = _params(
+        name=name,
+        format=format,
+        maxDurationSeconds=max_duration_seconds,
+        maxSilenceSeconds=max_silence_seconds,
+        ifExists=if_exists,
+        beep=beep,
+        terminateOn=terminate_on,
+    )
+    return LiveRecording.from_json(await t.request("POST", f"{resource}/record", params=p))
+
+
 class _Group:
     __slots__ = ("_app", "_t")
 
@@ -217,17 +241,10 @@ class ChannelsApi(_Group):
         beep: bool = False,
         terminate_on: str = "none",
     ) -> LiveRecording:
-        p = _params(
-            name=name,
-            format=format,
-            maxDurationSeconds=max_duration_seconds,
-            maxSilenceSeconds=max_silence_seconds,
-            ifExists=if_exists,
-            beep=beep,
-            terminateOn=terminate_on,
-        )
-        d = await self._t.request("POST", f"/channels/{_seg(channel_id)}/record", params=p)
-        return LiveRecording.from_json(d)
+        return await _record(
+            self._t, f"/channels/{_seg(channel_id)}", name, format, max_duration_seconds,
+            max_silence_seconds, if_exists, beep, terminate_on,
+        )  # fmt: skip
 
     async def snoop(
         self,
@@ -352,17 +369,10 @@ class BridgesApi(_Group):
         beep: bool = False,
         terminate_on: str = "none",
     ) -> LiveRecording:
-        p = _params(
-            name=name,
-            format=format,
-            maxDurationSeconds=max_duration_seconds,
-            maxSilenceSeconds=max_silence_seconds,
-            ifExists=if_exists,
-            beep=beep,
-            terminateOn=terminate_on,
-        )
-        d = await self._t.request("POST", f"/bridges/{_seg(bridge_id)}/record", params=p)
-        return LiveRecording.from_json(d)
+        return await _record(
+            self._t, f"/bridges/{_seg(bridge_id)}", name, format, max_duration_seconds,
+            max_silence_seconds, if_exists, beep, terminate_on,
+        )  # fmt: skip
 
 
 class PlaybacksApi(_Group):
