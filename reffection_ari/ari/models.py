@@ -137,8 +137,23 @@ def _target_id(target_uri: str, kind: str) -> str | None:
     return target_uri[len(prefix) :] if target_uri.startswith(prefix) else None
 
 
+class _Targeted:
+    """Playbacks and recordings name their target as ``channel:<id>`` or ``bridge:<id>``."""
+
+    __slots__ = ()
+    target_uri: str
+
+    @property
+    def channel_id(self) -> str | None:
+        return _target_id(self.target_uri, "channel")
+
+    @property
+    def bridge_id(self) -> str | None:
+        return _target_id(self.target_uri, "bridge")
+
+
 @dataclass(slots=True)
-class Playback:
+class Playback(_Targeted):
     """A media playback. ``state`` is ``queued``/``playing``/``done``/``failed``/..."""
 
     id: str
@@ -159,17 +174,9 @@ class Playback:
             d.get("next_media_uri") or "",
         )
 
-    @property
-    def channel_id(self) -> str | None:
-        return _target_id(self.target_uri, "channel")
-
-    @property
-    def bridge_id(self) -> str | None:
-        return _target_id(self.target_uri, "bridge")
-
 
 @dataclass(slots=True)
-class LiveRecording:
+class LiveRecording(_Targeted):
     """A recording in progress or just finished (``state``: queued/recording/paused/done/failed/canceled)."""
 
     name: str
@@ -193,14 +200,6 @@ class LiveRecording:
             d.get("silence_duration"),
             d.get("cause") or "",
         )
-
-    @property
-    def channel_id(self) -> str | None:
-        return _target_id(self.target_uri, "channel")
-
-    @property
-    def bridge_id(self) -> str | None:
-        return _target_id(self.target_uri, "bridge")
 
 
 @dataclass(slots=True)
