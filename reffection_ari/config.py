@@ -12,16 +12,31 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 
 from .errors import ConfigError
-from .flow import FlowPrompts
+from .flow import FlowPrompts, FlowSettings
 from .lead import Prompt
 from .routing import RouteTable
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+#: FlowSettings field -> the YAML key a campaign sets it with
+_FLOW_KEYS = {
+    "caller_id_presented": "caller_id",
+    "transfer_dial_string": "transfer_dial",
+    "yes_key": "keys.yes",
+    "no_key": "keys.no",
+    "optout_key": "keys.optout",
+    "confirm_key": "keys.confirm",
+    "first_digit_timeout": "timeouts.first_digit",
+    "max_retries": "timeouts.retries",
+    "subscriber_ring_timeout": "timeouts.subscriber_ring",
+    "agent_ring_timeout": "timeouts.agent_ring",
+    "wrap_up_seconds": "timeouts.wrap_up",
+    "max_call_seconds": "timeouts.max_call",
+}
 _PROMPT_NAMES = ("disclosure", "question", "invalid", "goodbye", "whisper", "hold", "apology", "thanks")
 
 
@@ -83,27 +98,20 @@ class PolicySettings:
 
 @dataclass(frozen=True, slots=True)
 class CampaignSettings:
+    """A campaign: who may call it, its advertiser, its pre-dial policy, and the call itself as
+    the flow's settings (built and validated here, once; each call adds its policy checks)."""
+
     name: str
     audience: str
     advertiser: str  # advertiser id (receipt audience)
     advertiser_name: str
-    consent_mode: Literal["ivr", "agent"]
-    caller_id: str  # the partner's caller id presented to the subscriber
-    agent_dial: str
-    agent_id: str | None
-    prompts: FlowPrompts
-    yes_key: str = "1"
-    no_key: str = "2"
-    optout_key: str = "9"
-    confirm_key: str = "#"
-    first_digit_timeout: float = 5.0
-    max_retries: int = 2
-    subscriber_ring_timeout: float = 30.0
-    agent_ring_timeout: float = 20.0
-    wrap_up_seconds: float = 30.0
-    max_call_seconds: float = 900.0
-    transfer_dial: str | None = None
+    flow: FlowSettings
     policy: PolicySettings = field(default_factory=PolicySettings)
+
+    @property
+    def caller_id(self) -> str:
+        """The partner's caller ID presented to the subscriber."""
+        return self.flow.caller_id_presented
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,19 +306,27 @@ def _campaign(name: str, c: _Reader, audiences: set[str]) -> CampaignSettings:
     for later, earlier in (("no", "yes"), ("optout", "yes"), ("optout", "no")):
         if digits[later] == digits[earlier]:  # the subscriber's three answers must be distinguishable
             raise ConfigError(f"{keys.path}{later}", f"must differ from keys.{earlier}")
+    advertiser = adv.name("id")
+    try:
+        flow = FlowSettings(
+            consent_mode=mode, campaign=name, advertiser=advertiser, caller_id_presented=c.text("caller_id"),
+            prompts=FlowPrompts(disclosure=disclosure, **prompts),
+            yes_key=digits["yes"], no_key=digits["no"], optout_key=digits["optout"], confirm_key=digits["confirm"],
+            first_digit_timeout=t.number("first_digit", default=5.0),
+            max_retries=t.integer("retries", default=2, minimum=0),
+            subscriber_ring_timeout=t.number("subscriber_ring", default=30.0),
+            agent_ring_timeout=t.number("agent_ring", default=20.0),
+            wrap_up_seconds=t.number("wrap_up", default=30.0),
+            max_call_seconds=t.number("max_call", default=900.0),
+            transfer_dial_string=c.text("transfer_dial", default=None),
+            agent_dial_string=agent.text("dial"), agent_id=agent.text("id", default=None),
+        )
+    except ConfigError as exc:  # the flow's own checks (the readers' errors are already named)
+        if exc.key.startswith(c.path):
+            raise
+        raise ConfigError(f"{c.path}{_FLOW_KEYS.get(exc.key, exc.key)}", exc.reason) from None
     return CampaignSettings(
-        name=name, audience=audience, advertiser=adv.name("id"), advertiser_name=adv.text("name"),
-        consent_mode=mode, caller_id=c.text("caller_id"),
-        agent_dial=agent.text("dial"), agent_id=agent.text("id", default=None),
-        prompts=FlowPrompts(disclosure=disclosure, **prompts),
-        yes_key=digits["yes"], no_key=digits["no"], optout_key=digits["optout"], confirm_key=digits["confirm"],
-        first_digit_timeout=t.number("first_digit", default=5.0),
-        max_retries=t.integer("retries", default=2, minimum=0),
-        subscriber_ring_timeout=t.number("subscriber_ring", default=30.0),
-        agent_ring_timeout=t.number("agent_ring", default=20.0),
-        wrap_up_seconds=t.number("wrap_up", default=30.0),
-        max_call_seconds=t.number("max_call", default=900.0),
-        transfer_dial=c.text("transfer_dial", default=None),
+        name=name, audience=audience, advertiser=advertiser, advertiser_name=adv.text("name"), flow=flow,
         policy=PolicySettings(
             pack=pol.choice("pack", ("ru", "us", "eu", "sandbox"), default="eu"),
             calling_window=pol.window("calling_window"),

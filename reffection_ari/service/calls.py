@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import re
@@ -44,7 +45,7 @@ from ..ari import (
 )
 from ..config import CampaignSettings, RecordingSettings
 from ..errors import CallError, ReffectionError
-from ..flow import ConsentCall, FlowSettings
+from ..flow import ConsentCall
 from ..flow import commands as cmd
 from ..flow import events as fe
 from ..flow.states import CallState
@@ -232,27 +233,7 @@ class CallService:
 
     def _create_call(self, token: str, campaign: CampaignSettings, audience: str, prepared: PreparedCall) -> CallView:
         call_id = new_call_id()
-        settings = FlowSettings(
-            consent_mode=campaign.consent_mode,
-            campaign=campaign.name,
-            advertiser=campaign.advertiser,
-            caller_id_presented=campaign.caller_id,
-            prompts=campaign.prompts,
-            yes_key=campaign.yes_key,
-            no_key=campaign.no_key,
-            optout_key=campaign.optout_key,
-            confirm_key=campaign.confirm_key,
-            first_digit_timeout=campaign.first_digit_timeout,
-            max_retries=campaign.max_retries,
-            subscriber_ring_timeout=campaign.subscriber_ring_timeout,
-            agent_ring_timeout=campaign.agent_ring_timeout,
-            wrap_up_seconds=campaign.wrap_up_seconds,
-            max_call_seconds=campaign.max_call_seconds,
-            transfer_dial_string=campaign.transfer_dial,
-            agent_dial_string=campaign.agent_dial,
-            agent_id=campaign.agent_id,
-            policy_checks=prepared.policy_checks,
-        )
+        settings = dataclasses.replace(campaign.flow, policy_checks=prepared.policy_checks)
         base = f"{self.recordings.asterisk_dir.rstrip('/')}/{call_id}"
         call = _Call(
             id=call_id,
@@ -541,7 +522,7 @@ class CallService:
             case cmd.OriginateAgent():
                 caller = f'"{c.label}" <{call.campaign.name}>'
                 await self._originate(
-                    call, "agent", c.dial_string or call.campaign.agent_dial, caller, c.timeout
+                    call, "agent", c.dial_string or call.campaign.flow.agent_dial_string or "", caller, c.timeout
                 )
             case cmd.BridgeLegs():
                 await self._bridge(call)

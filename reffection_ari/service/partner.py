@@ -43,8 +43,8 @@ def campaign_policy(campaign: CampaignSettings, trunk: str) -> CampaignPolicy:
         ),
         trunk_max_concurrent=p.trunk_max_concurrent,
         trunk_max_cps=p.trunk_max_cps,
-        consent_mode=campaign.consent_mode,
-        opt_out_key=campaign.optout_key,
+        consent_mode=campaign.flow.consent_mode,
+        opt_out_key=campaign.flow.optout_key,
     )
 
 

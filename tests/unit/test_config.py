@@ -57,10 +57,10 @@ def test_example_config_parses_with_paths_relative_to_its_directory() -> None:
     assert cfg.recordings.host_dir.is_absolute()
     assert cfg.routes.trunks == ("partner-trunk",)
     c = cfg.campaigns["acme-winter"]
-    assert c.consent_mode == "ivr" and c.audience == "platform-a" and c.advertiser == "acme"
-    assert c.prompts.question is not None and c.prompts.question.id == "consent-question"
-    assert (c.yes_key, c.no_key, c.optout_key, c.confirm_key) == ("1", "2", "9", "#")
-    assert c.max_call_seconds == 600.0 and c.policy.pack == "sandbox"
+    assert c.flow.consent_mode == "ivr" and c.audience == "platform-a" and c.advertiser == "acme"
+    assert c.flow.prompts.question is not None and c.flow.prompts.question.id == "consent-question"
+    assert (c.flow.yes_key, c.flow.no_key, c.flow.optout_key, c.flow.confirm_key) == ("1", "2", "9", "#")
+    assert c.flow.max_call_seconds == 600.0 and c.policy.pack == "sandbox"
 
 
 def test_secrets_are_not_in_reprs_and_api_keys_are_kept_hashed() -> None:
@@ -81,7 +81,7 @@ def test_optional_settings_take_documented_defaults() -> None:
     cfg = parse(raw)
     cs = cfg.campaigns["acme-winter"]
     assert cfg.node == "node1" and cfg.agi_port == 14573 and cfg.shutdown_grace == 10.0
-    assert cs.first_digit_timeout == 5.0 and cs.max_retries == 2 and cs.policy.pack == "eu"
+    assert cs.flow.first_digit_timeout == 5.0 and cs.flow.max_retries == 2 and cs.policy.pack == "eu"
     assert cs.policy.calling_window is None
 
 
@@ -90,7 +90,7 @@ def test_agent_mode_does_not_need_a_question_prompt() -> None:
     c = camp(raw)
     c["consent_mode"] = "agent"
     del c["prompts"]["question"]
-    assert parse(raw).campaigns["acme-winter"].prompts.question is None
+    assert parse(raw).campaigns["acme-winter"].flow.prompts.question is None
 
 
 def test_calling_window_is_parsed() -> None:
@@ -303,7 +303,7 @@ def test_yes_and_no_dtmf_settings_are_not_yaml_booleans(tmp_path: Path) -> None:
     path = tmp_path / "keys.yaml"
     path.write_text(text)
     c = load_config(path).campaigns["acme-winter"]
-    assert (c.yes_key, c.no_key, c.optout_key) == ("3", "4", "5")
+    assert (c.flow.yes_key, c.flow.no_key, c.flow.optout_key) == ("3", "4", "5")
 
 
 def test_relative_paths_resolve_against_the_config_directory(tmp_path: Path) -> None:
