@@ -85,10 +85,6 @@ class ConfirmResult:
     lead_id: str | None
 
 
-class _Stop:
-    pass
-
-
 @dataclass(slots=True)
 class _Recording:
     asterisk_path: str  # without extension, as MixMonitor's end event reports it
@@ -110,7 +106,7 @@ class _Call:
     flow: ConsentCall
     recording: _Recording
     created_at: datetime
-    inbox: asyncio.Queue[fe.FlowEvent | _Stop | tuple[float, Event]] = field(default_factory=asyncio.Queue)
+    inbox: asyncio.Queue[fe.FlowEvent | tuple[float, Event]] = field(default_factory=asyncio.Queue)
     task: asyncio.Task[None] | None = None
     live: set[str] = field(default_factory=set)  # channel ids created and not yet destroyed
     answered: set[str] = field(default_factory=set)
@@ -165,6 +161,7 @@ class CallService:
         self.metrics = metrics or Metrics()
         self.clock = clock
         self._calls: dict[str, _Call] = {}
+        self._active: set[str] = set()  # calls not finished yet
         self._finished_order: list[str] = []
         self._finished_history = finished_history
         self._channels: dict[str, tuple[_Call, LegName]] = {}
@@ -188,12 +185,12 @@ class CallService:
 
     @property
     def active_calls(self) -> int:
-        return sum(1 for c in self._calls.values() if not c.finished.is_set())
+        return len(self._active)
 
     async def shutdown(self, grace: float) -> None:
         """Refuse new calls, end active ones cleanly, wait up to ``grace`` seconds for them."""
         self._accepting = False
-        active = [c for c in self._calls.values() if not c.finished.is_set()]
+        active = [self._calls[call_id] for call_id in self._active]
         for call in active:
             call.inbox.put_nowait(fe.Shutdown(at=self.clock()))
         if active:
@@ -246,6 +243,7 @@ class CallService:
             created_at=self.clock(),
         )
         self._calls[call_id] = call
+        self._active.add(call_id)
         self.metrics.calls_started[campaign.name] += 1
         call.task = asyncio.create_task(self._run(call), name=f"call-{call_id}")
         log.info("call placed call_id=%s campaign=%s token=%s", call_id, campaign.name, token)
@@ -416,8 +414,6 @@ class CallService:
             await self._execute(call, call.flow.start(self.clock()))
             while not call.flow.finished:
                 item = await call.inbox.get()
-                if isinstance(item, _Stop):
-                    break
                 if isinstance(item, tuple):
                     received, ari_event = item
                     flow_events = await self._translate(call, ari_event)
@@ -786,6 +782,7 @@ class CallService:
                 else:
                     future.set_result(ConfirmResult(ok=False, code="call_ended", lead_id=None))
         call.finished.set()
+        self._active.discard(call.id)
         if call.final_state is not None:
             # Only now: a platform that reacts to "ended" by calling again must find the
             # subscriber's slot and the campaign's concurrency already released.
