@@ -93,7 +93,6 @@ class _Recording:
     stopped: bool = False
     keep: bool = False
     done: asyncio.Future[None] | None = None
-    info: RecordingInfo | None = None
 
 
 @dataclass(eq=False, slots=True)
@@ -114,7 +113,6 @@ class _Call:
     timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
     confirms: dict[str, asyncio.Future[ConfirmResult]] = field(default_factory=dict)
     bridges: set[str] = field(default_factory=set)
-    handed_over: bool = False
     final_state: cmd.StateChanged | None = None
     updated_at: datetime = field(default_factory=_now)
     finished: asyncio.Event = field(default_factory=asyncio.Event)
@@ -167,6 +165,7 @@ class CallService:
         self._channels: dict[str, tuple[_Call, LegName]] = {}
         self._playbacks: dict[str, _Call] = {}
         self._mixmon_done: dict[str, asyncio.Future[None]] = {}
+        self._mixmon_end_seen = False
         self._handovers: dict[str, tuple[str, str]] = {}  # channel id -> (other channel, bridge)
         self._leaving: set[str] = set()  # our channels Asterisk reported ending (StasisEnd/Destroyed)
         self._leaving_waiters: dict[str, asyncio.Future[None]] = {}
@@ -343,6 +342,7 @@ class CallService:
 
     def _on_ami_test_event(self, headers: dict[str, str]) -> None:
         if headers.get("State") == "MIXMONITOR_END":
+            self._mixmon_end_seen = True
             future = self._mixmon_done.get(headers.get("File", ""))
             if future is not None and not future.done():
                 future.set_result(None)
@@ -613,10 +613,12 @@ class CallService:
             with contextlib.suppress(AmiError):
                 await self.ami.stop_mix_monitor(name)
         if rec.done is not None:
-            # Debian's build announces the end of a recording (TestEvent MIXMONITOR_END); builds
-            # without it fall back to a short bound, after which the file is closed in practice.
+            # Builds with the test framework (Debian's) announce the end of a recording (TestEvent
+            # MIXMONITOR_END); once seen we wait for it. Builds without it get a short bound, after
+            # which MixMonitor has closed the file in practice.
+            bound = 3.0 if self._mixmon_end_seen else 0.5
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(rec.done), 3.0)
+                await asyncio.wait_for(asyncio.shield(rec.done), bound)
         self._mixmon_done.pop(rec.asterisk_path, None)
 
     async def _play(self, call: _Call, c: cmd.PlayPrompt) -> None:
@@ -667,7 +669,6 @@ class CallService:
             log.warning("transfer bridge failed call_id=%s code=%s", call.id, exc.code)
             return fe.TransferFailed(at=at, reason=exc.code)
         call.bridges.discard(bridge_id)
-        call.handed_over = True
         for one, other in ((sub, adv), (adv, sub)):
             self._handovers[one] = (other, bridge_id)
             self._channels.pop(one, None)
@@ -689,7 +690,6 @@ class CallService:
         try:
             await self._stop_recording(call)
             info = await asyncio.to_thread(_recording_info, call.recording.host_path)
-            call.recording.info = info
             lead = await self.partner.build_lead(
                 call_id=call.id,
                 token=call.token,
