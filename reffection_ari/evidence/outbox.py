@@ -33,6 +33,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from .._files import create_private
 from ..errors import EvidenceError
 from ..lead import Lead
 from ._util import Clock, canonical_json
@@ -132,7 +133,7 @@ class LeadOutbox:
         self.scrub_delivered = scrub_delivered
         self._lock = threading.RLock()
         self._listeners: list[Callable[[], None]] = []
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        create_private(self.path)  # undelivered leads hold numbers
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30.0)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, NamedTuple, Protocol, TypeAlias, runtime_checkable
 
+from .._files import create_private
 from ..errors import TokenError
 from ..phone import PhoneNumber
 from .codec import SUBSCRIBER_ID_BYTES
@@ -196,8 +197,7 @@ class SqliteVault:
         self._lock = threading.RLock()
         new = not self._path.exists()
         if new:
-            self._path.parent.mkdir(parents=True, exist_ok=True)
-            os.close(os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            create_private(self._path)
         self._db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")

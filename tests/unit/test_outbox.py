@@ -356,3 +356,16 @@ async def test_example_receiver_accepts_dedupes_and_refuses(tmp_path: Path) -> N
         await good.aclose()
         await bad.aclose()
     assert [json.loads(x)["lead_id"] for x in store.read_text().splitlines()] == ["lead_ex"]
+
+
+def test_outbox_file_is_owner_only(tmp_path: Path) -> None:
+    """Undelivered leads hold numbers: the file is 0600 whatever the umask."""
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        LeadOutbox(tmp_path / "outbox.sqlite").close()
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "outbox.sqlite").stat().st_mode) == 0o600
