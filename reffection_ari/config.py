@@ -46,6 +46,7 @@ class AriSettings:
     username: str
     password: str = field(repr=False)
     app: str = "reffection"
+    rest_over_websocket: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,6 +246,7 @@ def _parse(r: _Reader) -> Config:
         ari=AriSettings(
             url=ari.url("url"), username=ari.text("username"), password=ari.text("password"),
             app=ari.name("app", default="reffection"),
+            rest_over_websocket=ari.flag("rest_over_websocket", default=False),
         ),
         ami=AmiSettings(
             host=ami.text("host", default="127.0.0.1"), port=ami.port("port"),
@@ -430,6 +432,12 @@ class _Reader:
         if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
             raise ConfigError(self.path + key, "must be a positive number")
         return float(value)
+
+    def flag(self, key: str, default: bool) -> bool:
+        value = self._get(key, default)
+        if not isinstance(value, bool):
+            raise ConfigError(self.path + key, "must be true or false")
+        return value
 
     def integer(self, key: str, default: Any = _MISSING, minimum: int = 0) -> Any:
         value = self._get(key, default)

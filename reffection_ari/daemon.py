@@ -93,7 +93,7 @@ class Daemon:
             ari = AriClient(
                 AriConfig(
                     base_url=cfg.ari.url, username=cfg.ari.username, password=cfg.ari.password,
-                    app=cfg.app_name, event_filter=EVENT_FILTER,
+                    app=cfg.app_name, event_filter=EVENT_FILTER, rest_over_websocket=cfg.ari.rest_over_websocket,
                 )
             )  # fmt: skip
             await ari.connect()

@@ -12,6 +12,12 @@ Control methods for fault injection: :meth:`push` / :meth:`push_raw` events, :me
 :meth:`fail` (inject an HTTP error), :meth:`press` (a DTMF digit from the far end),
 :meth:`finish_playback`, :meth:`wait_ws` (await the n-th WebSocket connection).
 
+REST over the WebSocket: a ``RESTRequest`` text frame on ``/ari/events`` is served by the same handlers
+(replayed over loopback HTTP, so failures injected with :meth:`fail` apply and it is recorded in
+:attr:`requests` with ``via="ws"``) and answered with a ``RESTResponse`` frame after the events it caused,
+like Asterisk 22: a ``uri`` starting with ``/`` is a 405, and an event filter without ``RESTResponse``
+swallows the answer. :attr:`ws_rest_hold` leaves requests unanswered; :meth:`wait_ws_rest` awaits them.
+
 Usage::
 
     async with FakeAri() as fake:
@@ -28,7 +34,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import ClientSession, WSMsgType, web
 
 JsonDict = dict[str, Any]
 _JSON: web.RequestKey[Any] = web.RequestKey("fake_ari_json", object)
@@ -46,6 +52,7 @@ class Request:
     path: str
     query: dict[str, str]
     body: Any
+    via: str = "http"
 
 
 @dataclass
@@ -87,6 +94,11 @@ class FakeAri:
         self.requests: list[Request] = []
         self.ws_connects = 0
         self.ws_rejects = 0
+        self.ws_rest_received = 0
+        """RESTRequest frames received on event sockets."""
+        self.ws_rest_hold = False
+        """When True, RESTRequest frames are counted but never answered."""
+        self._loopback: ClientSession | None = None
         self.ws_status: int | None = None
         """When set, WebSocket handshakes are answered with this HTTP status (e.g. 401, 503)."""
         self._failures: list[_Failure] = []
@@ -157,6 +169,9 @@ class FakeAri:
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._loopback is not None:
+            await self._loopback.close()
+            self._loopback = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -248,6 +263,11 @@ class FakeAri:
         async with asyncio.timeout(5.0), self._ws_cond:
             await self._ws_cond.wait_for(lambda: self.ws_connects >= count)
 
+    async def wait_ws_rest(self, count: int) -> None:
+        """Wait (at most 5 s) until ``count`` RESTRequest frames have been received in total."""
+        async with asyncio.timeout(5.0), self._ws_cond:
+            await self._ws_cond.wait_for(lambda: self.ws_rest_received >= count)
+
     def requests_to(self, method: str, path: str) -> list[Request]:
         return [r for r in self.requests if r.method == method and r.path == path]
 
@@ -308,7 +328,8 @@ class FakeAri:
             body = json.loads(raw) if raw else None
         request[_JSON] = body
         if request.path != "/ari/events":
-            self.requests.append(Request(request.method, request.path, dict(request.query), body))
+            via = "ws" if request.headers.get("X-Fake-Via") == "ws" else "http"
+            self.requests.append(Request(request.method, request.path, dict(request.query), body, via))
         for f in self._failures:
             if f.times > 0 and f.method == request.method and request.path.startswith(f.path_prefix):
                 f.times -= 1
@@ -348,6 +369,8 @@ class FakeAri:
             async for msg in ws:
                 if msg.type is WSMsgType.ERROR:
                     break
+                if msg.type is WSMsgType.TEXT:
+                    await self._ws_rest(app, ws, msg.data)
         finally:
             if st.socket is ws:
                 st.socket = None
@@ -355,6 +378,59 @@ class FakeAri:
             if ws in st.silenced:
                 st.silenced.remove(ws)
         return ws
+
+    async def _ws_rest(self, app: str, ws: web.WebSocketResponse, text: str) -> None:
+        """Serve one RESTRequest frame received on ``ws`` (other text frames are ignored)."""
+        try:
+            doc = json.loads(text)
+        except ValueError:
+            doc = None
+        if not isinstance(doc, dict) or doc.get("type") != "RESTRequest":
+            return
+        async with self._ws_cond:
+            self.ws_rest_received += 1
+            self._ws_cond.notify_all()
+        if self.ws_rest_hold:
+            return
+        uri = str(doc.get("uri", ""))
+        reply: JsonDict = {
+            "type": "RESTResponse",
+            "transaction_id": doc.get("transaction_id", ""),
+            "request_id": doc.get("request_id", ""),
+            "uri": uri,
+            "application": app,
+            "timestamp": _now(),
+        }
+        if uri.startswith("/"):
+            status, raw, ctype = 405, json.dumps({"message": "Invalid method"}), "application/json"
+        else:
+            if self._loopback is None:
+                self._loopback = ClientSession()
+            headers = {
+                "Authorization": "Basic " + base64.b64encode(f"{self.username}:{self.password}".encode()).decode(),
+                "X-Fake-Via": "ws",
+            }
+            if doc.get("message_body") is not None:
+                headers["Content-Type"] = str(doc.get("content_type", "application/json"))
+            query = [(q["name"], q["value"]) for q in doc.get("query_strings", [])]
+            async with self._loopback.request(
+                str(doc.get("method", "GET")),
+                f"{self.url}/ari/{uri}",
+                params=query,
+                data=doc.get("message_body"),
+                headers=headers,
+            ) as resp:
+                status, raw, ctype = resp.status, await resp.text(), resp.content_type
+        reply["status_code"] = status
+        reply["reason_phrase"] = "OK" if status < 300 else "Error"
+        if raw:
+            reply["content_type"] = ctype
+            reply["message_body"] = raw
+        st = self.apps.get(app)
+        if st is not None and st.socket is ws and st.allowed and "RESTResponse" not in st.allowed:
+            return  # Asterisk filters responses like events
+        if not ws.closed:
+            await ws.send_str(json.dumps(reply))
 
     # ------------------------------------------------------------------ REST handlers
 

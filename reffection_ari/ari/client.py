@@ -14,6 +14,14 @@ still in the application and emits :class:`ClientReconnected` with them, all in-
 Subscriptions (``client.subscribe``) have unbounded queues: no event is ever dropped, so close the ones you
 no longer read. Create a subscription before the REST call that creates its resource (stage, subscribe,
 execute); Asterisk can emit the first event before the HTTP response arrives.
+
+REST transport: HTTP by default. With ``AriConfig.rest_over_websocket`` (Asterisk 20.14+/21.9+/22.4+) a
+request goes as a ``RESTRequest`` frame on the app's event socket (see :mod:`wsrest`); the reader takes
+the ``RESTResponse`` frames out of the stream by request id (they are never dispatched as events, and
+events keep their order). HTTP is still used when that cannot work: while the socket is down or being
+re-established (so the reconnect's own requests and calls made during an outage behave as on HTTP),
+from inside the reader task (an awaited listener would otherwise wait for a response only it can read),
+and for binary results. A request pending when the socket drops fails with ``ConnectionLost``.
 """
 
 from __future__ import annotations
@@ -55,6 +63,7 @@ from reffection_ari.ari.rest import (
     PlaybacksApi,
     RecordingsApi,
 )
+from reffection_ari.ari.wsrest import WsRest, filter_types
 
 __all__ = ["AriClient", "AriConfig", "Listener", "Subscription"]
 
@@ -71,6 +80,9 @@ class AriConfig:
     ``event_filter``: allowed event type names, applied with ``PUT /applications/{app}/eventFilter`` after
     every (re)connect; ``None`` leaves Asterisk's default (all events). A typo silently blocks that event.
     ``max_connections`` caps the HTTP pool (Asterisk's ``http.conf`` ``sessionlimit`` defaults to 100).
+    ``rest_over_websocket`` sends REST requests on the event WebSocket instead of HTTP when it is up (see
+    the module docstring); ``event_filter`` then also allows ``RESTResponse``, which Asterisk filters like
+    an event. If you set a filter yourself with ``applications.set_event_filter``, include it too.
     """
 
     base_url: str
@@ -83,6 +95,7 @@ class AriConfig:
     request_timeout: float = 10.0
     heartbeat: float = 10.0
     max_connections: int = 100
+    rest_over_websocket: bool = False
 
 
 class _Closed:
@@ -211,12 +224,18 @@ class AriClient:
         self._wildcard: list[Subscription] = []
         self._subs: set[Subscription] = set()
         self._replaced_streak = 0
+        self._wsrest = WsRest() if config.rest_over_websocket else None
+        self._rest_ws: aiohttp.ClientWebSocketResponse | None = None
+        """The socket the reader is reading now: the only one REST frames may go on."""
         self.reader_error: BaseException | None = None
         """Set if the reader task died of an unexpected exception (it is also logged as critical)."""
         self.reconnects = 0
         """How many times the event WebSocket was re-established (for metrics)."""
         self.malformed_events = 0
         """How many frames were skipped because they could not be decoded (for metrics)."""
+        self.http_requests = 0
+        self.ws_requests = 0
+        """How many REST requests went over HTTP and as RESTRequest frames on the WebSocket (for metrics)."""
 
         app = config.app
         self.asterisk = AsteriskApi(self, app)
@@ -264,6 +283,7 @@ class AriClient:
             await session.close()
             raise
         log.info("ari connected app=%s", self.config.app)
+        self._rest_ws = ws  # the reader reads it from its first step: responses wait in the socket till then
         self._reader = asyncio.create_task(self._run(ws), name=f"ari-reader-{self.config.app}")
         self._reader.add_done_callback(self._reader_done)
 
@@ -284,6 +304,7 @@ class AriClient:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
+        self._fail_ws_requests()  # also when the reader was cancelled before its first step
         ws, self._ws = self._ws, None
         if ws is not None:
             await ws.close()
@@ -412,8 +433,11 @@ class AriClient:
         return ws
 
     async def _apply_filter(self) -> None:
-        if self.config.event_filter is not None:
-            await self.applications.set_event_filter(self.config.event_filter)
+        allowed = self.config.event_filter
+        if allowed is not None:
+            if self._wsrest is not None:
+                allowed = filter_types(allowed)
+            await self.applications.set_event_filter(allowed)
 
     async def _app_channels(self) -> list[Channel]:
         """Channels running ``Stasis(<this app>)`` now. Not the app's ``channel_ids``: those also hold
@@ -424,7 +448,11 @@ class AriClient:
     async def _run(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         """The reader: read until the socket is lost, then reconnect, forever (until ``close``)."""
         while True:
-            reason = await self._read(ws)
+            self._rest_ws = ws
+            try:
+                reason = await self._read(ws)
+            finally:
+                self._fail_ws_requests()
             self._ws = None
             await ws.close()
             if self._closing:
@@ -443,12 +471,23 @@ class AriClient:
             log.info("ari reconnected app=%s channels=%d", self.config.app, len(channels))
             await self._dispatch(ClientReconnected("ClientReconnected", self.config.app, now_iso(), {}, channels))
 
+    def _fail_ws_requests(self) -> None:
+        """The reader no longer reads the socket: no response can come, fail what waits for one."""
+        self._rest_ws = None
+        if self._wsrest is not None:
+            lost = self._wsrest.fail_all(lambda: ConnectionLost("event socket closed"))
+            if lost:
+                log.warning("ari websocket requests failed app=%s count=%d", self.config.app, lost)
+
     async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> str:
         """Dispatch frames until the socket ends; returns why it ended."""
         text = aiohttp.WSMsgType.TEXT
+        wsrest = self._wsrest
         while True:
             msg = await ws.receive()
             if msg.type is text:
+                if wsrest is not None and wsrest.feed(msg.data):
+                    continue
                 try:
                     ev = decode_event(msg.data)
                 except MalformedEvent as exc:
@@ -511,12 +550,17 @@ class AriClient:
         expect: Expect = "json",
     ) -> Any:
         """One ARI REST call (``path`` relative to ``/ari``); raises the typed :mod:`errors`."""
+        if self._wsrest is not None and expect != "bytes":
+            ws = self._rest_ws
+            if ws is not None and not ws.closed and asyncio.current_task() is not self._reader:
+                return await self._ws_request(self._wsrest, ws, method, path, params, body, expect)
         session = self._session
         if session is None:
             if self._closing:
                 raise ConnectionLost("client closed", method=method, path=path)
             connector = aiohttp.TCPConnector(limit=self.config.max_connections)
             session = self._session = aiohttp.ClientSession(connector=connector, headers=self._headers)
+        self.http_requests += 1
         try:
             async with session.request(
                 method, self._api + path, params=params, json=body, timeout=self._timeout
@@ -538,8 +582,40 @@ class AriClient:
             ) from None
         raise error_for_status(status, _error_message(raw, status), method=method, path=path, query=params)
 
+    async def _ws_request(
+        self,
+        wsrest: WsRest,
+        ws: aiohttp.ClientWebSocketResponse,
+        method: str,
+        path: str,
+        params: Params | None,
+        body: Any,
+        expect: Expect,
+    ) -> Any:
+        """One request as a ``RESTRequest`` frame; same results and errors as the HTTP path."""
+        rid, frame, fut = wsrest.start(method, path, params, body)
+        self.ws_requests += 1
+        try:
+            async with asyncio.timeout(self.config.request_timeout):
+                await ws.send_str(frame)
+                resp = await fut
+        except ConnectionLost as exc:
+            raise ConnectionLost(exc.message, method=method, path=path, query=params) from None
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise ConnectionLost(
+                f"websocket request failed ({type(exc).__name__})", method=method, path=path, query=params
+            ) from None
+        finally:
+            wsrest.discard(rid)
+        status = resp.status
+        if status < 300:
+            if expect == "json" and status != 204 and resp.body:
+                return json.loads(resp.body)
+            return None
+        raise error_for_status(status, _error_message(resp.body or b"", status), method=method, path=path, query=params)
 
-def _error_message(raw: bytes, status: int) -> str:
+
+def _error_message(raw: bytes | str, status: int) -> str:
     """Asterisk's ``{"message": ...}``; never the raw body, which could echo a parameter."""
     try:
         doc = json.loads(raw)
