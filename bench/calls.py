@@ -468,7 +468,7 @@ def _ours(obj: dict[str, Any], call_ids: tuple[str, ...]) -> bool:
     if call_ids and str(obj.get("id", "")).startswith(call_ids):
         return True
     name = str(obj.get("name", ""))
-    return "@bench-subscriber-" in name or "@bench-agent-" in name or name.startswith("reffection-c")
+    return "@bench-subscriber-" in name or "@bench-agent-" in name
 
 
 async def asterisk_objects(ari: aiohttp.ClientSession, url: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

@@ -406,6 +406,18 @@ class CallService:
                 await self._hangup_quietly(channel.id, "normal")
                 ended.append(m.group(1))
                 log.warning("ended orphaned call after restart call_id=%s reason=daemon_restart", m.group(1))
+        # Bridges are not tied to an application: ours carry "<app>/<call id>" in their name.
+        try:
+            bridges = await self.ari.bridges.list()
+        except AriError as exc:
+            log.warning("orphan bridge scan failed code=%s", exc.code)
+            bridges = []
+        for bridge in bridges:
+            app, _, rest = bridge.name.partition("/")
+            call_id = rest.split("/", 1)[0]
+            if app == self.ari.app and call_id and call_id not in self._calls:
+                await self._destroy_bridge(bridge.id)
+                log.warning("destroyed orphaned bridge after restart call_id=%s", call_id)
         return sorted(set(ended))
 
     # ---- the per-call worker ---------------------------------------------------------------
@@ -647,7 +659,7 @@ class CallService:
         bridge_id = f"{call.id}-b"
         call.bridges.add(bridge_id)  # staged before create: even a create that times out is torn down
         try:
-            await self.ari.bridges.create(bridge_id, type="mixing", name=f"reffection-{call.id}")
+            await self.ari.bridges.create(bridge_id, type="mixing", name=f"{self.ari.app}/{call.id}")
             await self.ari.bridges.add_channel(
                 bridge_id, [call.channel_id("subscriber"), call.channel_id("agent")]
             )
@@ -663,7 +675,7 @@ class CallService:
             await self.ari.bridges.remove_channel(f"{call.id}-b", sub)
         call.bridges.add(bridge_id)
         try:
-            await self.ari.bridges.create(bridge_id, type="mixing", name=f"reffection-{call.id}-transfer")
+            await self.ari.bridges.create(bridge_id, type="mixing", name=f"{self.ari.app}/{call.id}/transfer")
             await self.ari.bridges.add_channel(bridge_id, [sub, adv])
         except AriError as exc:
             log.warning("transfer bridge failed call_id=%s code=%s", call.id, exc.code)

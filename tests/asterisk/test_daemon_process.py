@@ -157,11 +157,15 @@ def _write_config(tmp: Path, sandbox: Sandbox, webhook: str, api_port: int) -> t
     return path, token, str(raw["api"]["keys"][0]["key"])
 
 
-async def _ari_channels(sandbox: Sandbox, prefix: str) -> list[str]:
+async def _ari_objects(sandbox: Sandbox, prefix: str, kind: str = "channels") -> list[str]:
     auth = base64.b64encode(f"{sandbox.ari_user}:{sandbox.ari_password}".encode()).decode()
     async with aiohttp.ClientSession(headers={"Authorization": f"Basic {auth}"}) as http:
-        async with http.get(f"{sandbox.ari_url}/ari/channels") as r:
+        async with http.get(f"{sandbox.ari_url}/ari/{kind}") as r:
             return [c["id"] for c in await r.json() if c["id"].startswith(prefix)]
+
+
+async def _ari_channels(sandbox: Sandbox, prefix: str) -> list[str]:
+    return await _ari_objects(sandbox, prefix, "channels")
 
 
 async def _wait_state(http: aiohttp.ClientSession, api: str, call_id: str, states: set[str]) -> dict[str, Any]:
@@ -210,6 +214,7 @@ async def test_sigkill_after_confirm_then_restart_delivers_once_and_ends_the_cal
             daemon.signal(signal.SIGKILL)
             await daemon.wait(10)
             assert await _ari_channels(sandbox, call_id), "the killed daemon's call is still in Asterisk"
+            assert await _ari_objects(sandbox, call_id, "bridges"), "and so is its bridge"
 
             receiver.failing = False
             restarted = DaemonProcess(config, tmp_path / "daemon2.log")
@@ -222,8 +227,8 @@ async def test_sigkill_after_confirm_then_restart_delivers_once_and_ends_the_cal
                 # the restarted daemon ended the call the dead one left behind
                 loop = asyncio.get_running_loop()
                 deadline = loop.time() + TIMEOUT
-                while await _ari_channels(sandbox, call_id):
-                    assert loop.time() < deadline, "orphaned channels were not ended"
+                while await _ari_channels(sandbox, call_id) or await _ari_objects(sandbox, call_id, "bridges"):
+                    assert loop.time() < deadline, "orphaned channels or bridges were not ended"
                     await asyncio.sleep(0.05)  # polling Asterisk with a deadline
                 log = (tmp_path / "daemon2.log").read_text()
                 assert f"ended orphaned call after restart call_id={call_id}" in log
