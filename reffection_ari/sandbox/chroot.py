@@ -279,6 +279,7 @@ class Sandbox:
             proc = subprocess.Popen(
                 ["chroot", str(self.root), "/usr/sbin/asterisk", "-f", "-n", "-q"],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                umask=0o077,  # recordings are personal data: owner-only files
             )  # fmt: skip
         self._proc = proc
         self.pid_file.write_text(f"{proc.pid}\n")
