@@ -13,7 +13,6 @@ import asyncio
 import base64
 import json
 import signal
-import socket
 import sys
 import uuid
 from collections import Counter
@@ -33,14 +32,10 @@ from reffection_ari.phone import PhoneNumber
 from reffection_ari.sandbox import Sandbox, SippUAS, dtmf, pause, speech, uas
 from reffection_ari.tokens import Keyring, SqliteVault, TokenCodec, TokenService
 
+from .conftest import free_port
+
 SECRET = "whsec-daemon-process-test-0123"
 TIMEOUT = 40.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Receiver:
@@ -87,7 +82,7 @@ async def receiver_server(receiver: Receiver) -> AsyncIterator[str]:
     app.router.add_post("/leads", receiver.handle)
     runner = web.AppRunner(app)
     await runner.setup()
-    port = _free_port()
+    port = free_port()
     site = web.TCPSite(runner, "127.0.0.1", port)
     await site.start()
     try:
@@ -191,7 +186,7 @@ async def test_sigkill_after_confirm_then_restart_delivers_once_and_ends_the_cal
     sandbox: Sandbox, tmp_path: Path
 ) -> None:
     receiver = Receiver()
-    api_port = _free_port()
+    api_port = free_port()
     api = f"http://127.0.0.1:{api_port}"
     async with receiver_server(receiver) as webhook:
         config, token, key = _write_config(tmp_path, sandbox, webhook, api_port)
@@ -244,7 +239,7 @@ async def test_sigkill_after_confirm_then_restart_delivers_once_and_ends_the_cal
 @pytest.mark.usefixtures("sip_peers")
 async def test_sigterm_ends_active_calls_cleanly(sandbox: Sandbox, tmp_path: Path) -> None:
     receiver = Receiver()
-    api_port = _free_port()
+    api_port = free_port()
     api = f"http://127.0.0.1:{api_port}"
     async with receiver_server(receiver) as webhook:
         config, token, key = _write_config(tmp_path, sandbox, webhook, api_port)
