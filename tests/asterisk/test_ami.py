@@ -117,16 +117,25 @@ async def test_no_event_lost_around_mixmonitor_test_events(sandbox: Sandbox) -> 
     await ami.connect()
     try:
         names: list[str] = []
+        files: list[str] = []
         for _ in range(20):
             cid, channel = await _originate_local(sandbox, events, hold=1)
             names += [channel, channel[:-1] + "2"]
-            await ami.mix_monitor(channel, f"reffection/amil-{cid}.wav")
+            files.append(f"amil-{cid}")  # the event names the file without its format
+            await ami.mix_monitor(channel, f"reffection/{files[-1]}.wav")
+        # The recording thread may report its end after the channel's Hangup: await each one
+        # (the events that carry the extra CRLF really were on the wire) rather than count.
+        for file in files:
+            await events.wait_for(
+                lambda e, file=file: e.get("Event") == "TestEvent"
+                and e.get("State") == "MIXMONITOR_END"
+                and e.get("File", "").endswith("/" + file),
+                timeout=20,
+            )
         for name in names:
             await events.wait_for(
                 lambda e, name=name: e.get("Event") == "Hangup" and e.get("Channel") == name, timeout=20
             )
-        ends = [e for e in events.events if e.get("Event") == "TestEvent" and e.get("State") == "MIXMONITOR_END"]
-        assert len(ends) >= 20  # the events that carry the extra CRLF really were on the wire
     finally:
         await ami.close()
 
