@@ -18,6 +18,7 @@ import yaml
 
 from .errors import ConfigError
 from .flow import FlowPrompts, FlowSettings
+from .flow.settings import MAX_ANSWER_DIGITS, is_answer_key
 from .lead import Prompt
 from .routing import RouteTable
 
@@ -31,6 +32,7 @@ _FLOW_KEYS = {
     "optout_key": "keys.optout",
     "confirm_key": "keys.confirm",
     "first_digit_timeout": "timeouts.first_digit",
+    "inter_digit_timeout": "timeouts.inter_digit",
     "max_retries": "timeouts.retries",
     "subscriber_ring_timeout": "timeouts.subscriber_ring",
     "agent_ring_timeout": "timeouts.agent_ring",
@@ -304,10 +306,15 @@ def _campaign(name: str, c: _Reader, audiences: set[str]) -> CampaignSettings:
     pol = c.sub("policy", optional=True) or c.empty("policy")
     adv = c.sub("advertiser")
     agent = c.sub("agent")
-    digits = {k: keys.dtmf(k, d) for k, d in (("yes", "1"), ("no", "2"), ("optout", "9"), ("confirm", "#"))}
+    digits = {k: keys.answer(k, d) for k, d in (("yes", "1"), ("no", "2"))}
+    digits |= {k: keys.dtmf(k, d) for k, d in (("optout", "9"), ("confirm", "#"))}
+    for answer in ("yes", "no"):
+        if digits["optout"] in digits[answer]:
+            raise ConfigError(f"{keys.path}{answer}", "must not contain keys.optout (it opts out whenever pressed)")
     for later, earlier in (("no", "yes"), ("optout", "yes"), ("optout", "no")):
-        if digits[later] == digits[earlier]:  # the subscriber's three answers must be distinguishable
-            raise ConfigError(f"{keys.path}{later}", f"must differ from keys.{earlier}")
+        a, b = digits[later], digits[earlier]
+        if a.startswith(b) or b.startswith(a):  # the subscriber's three answers must be distinguishable
+            raise ConfigError(f"{keys.path}{later}", f"must differ from keys.{earlier} and neither may begin the other")
     advertiser = adv.name("id")
     try:
         flow = FlowSettings(
@@ -315,6 +322,7 @@ def _campaign(name: str, c: _Reader, audiences: set[str]) -> CampaignSettings:
             prompts=FlowPrompts(disclosure=disclosure, **prompts),
             yes_key=digits["yes"], no_key=digits["no"], optout_key=digits["optout"], confirm_key=digits["confirm"],
             first_digit_timeout=t.number("first_digit", default=5.0),
+            inter_digit_timeout=t.number("inter_digit", default=3.0),
             max_retries=t.integer("retries", default=2, minimum=0),
             subscriber_ring_timeout=t.number("subscriber_ring", default=30.0),
             agent_ring_timeout=t.number("agent_ring", default=20.0),
@@ -470,6 +478,12 @@ class _Reader:
         value = self.text(key, default)
         if len(value) != 1 or value not in "0123456789*#ABCD":
             raise ConfigError(self.path + key, "must be one DTMF key (0-9, *, #, A-D)")
+        return value
+
+    def answer(self, key: str, default: str) -> Any:
+        value = self.text(key, default)
+        if not is_answer_key(value):
+            raise ConfigError(self.path + key, f"must be 1 to {MAX_ANSWER_DIGITS} DTMF keys (0-9, *, #, A-D)")
         return value
 
     def dial_template(self, key: str) -> Any:

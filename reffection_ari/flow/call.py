@@ -150,6 +150,7 @@ class ConsentCall:
         self._consent = ConsentResult.NONE
         self._consent_at: datetime | None = None
         self._retries = 0
+        self._entered = ""  # keys of an answer being typed (only for multi-key answers)
         self._agent_id = settings.agent_id
         self._confirmed_at: datetime | None = None
         self._confirm_source: ConfirmSource | None = None
@@ -354,20 +355,44 @@ class ConsentCall:
         # any other subscriber key (e.g. during the disclosure) is evidence only: consent cannot
         # precede the question it answers, so nothing is buffered.
 
+    def _answer(self, digit: str) -> str | None:
+        """Add a subscriber key to the answer being typed. Returns the completed answer
+        (``yes_key``/``no_key``/``optout_key``), ``""`` for keys that can begin none of them,
+        or None while a multi-key answer is still incomplete (the inter-digit timer runs)."""
+        self._cancel_timer(TimerName.INTER_DIGIT)
+        s = self.settings
+        if digit == s.optout_key:  # one key, part of no other answer: it opts out whatever came before
+            self._entered = ""
+            return digit
+        entered = self._entered + digit
+        answers = (s.yes_key, s.no_key, s.optout_key)
+        if entered in answers:
+            self._entered = ""
+            return entered
+        if any(a.startswith(entered) for a in answers):
+            self._entered = entered
+            self._start_timer(TimerName.INTER_DIGIT, s.inter_digit_timeout)
+            return None
+        self._entered = ""
+        return ""
+
     def _ivr_digit(self, digit: str) -> None:
         # barge-in: a key stops whatever is being asked (question or the invalid notice)
         for pid, play in list(self._playing.items()):
             if play.purpose in (_Purpose.QUESTION, _Purpose.INVALID):
                 self._stop_playback(pid)
         self._cancel_timer(TimerName.FIRST_DIGIT)
+        answer = self._answer(digit)
         s = self.settings
-        if digit == s.yes_key:
+        if answer is None:
+            return
+        if answer == s.yes_key:
             self._set_consent(ConsentResult.GIVEN)
             self._dial_agent()
-        elif digit == s.no_key:
+        elif answer == s.no_key:
             self._set_consent(ConsentResult.DECLINED)
             self._close(EndReason.DECLINED, s.prompts.goodbye)
-        elif digit == s.optout_key:
+        elif answer == s.optout_key:
             self._set_consent(ConsentResult.OPTED_OUT)
             self._emit(AddToDnc())
             self._close(EndReason.OPTED_OUT, s.prompts.goodbye)
@@ -392,11 +417,12 @@ class ConsentCall:
         s = self.settings
         if self._consent is ConsentResult.OPTED_OUT:
             return
-        if digit == s.yes_key:
+        answer = self._answer(digit)
+        if answer == s.yes_key:
             self._set_consent(ConsentResult.GIVEN)
-        elif digit == s.no_key:
+        elif answer == s.no_key:
             self._set_consent(ConsentResult.DECLINED)
-        elif digit == s.optout_key:
+        elif answer == s.optout_key:
             self._set_consent(ConsentResult.OPTED_OUT)
             self._emit(AddToDnc())
 
@@ -545,6 +571,10 @@ class ConsentCall:
             self._end(EndReason.RECORDING_FAILED)
         elif name == TimerName.FIRST_DIGIT and st is S.CONSENT:
             self._reask(invalid=False)
+        elif name == TimerName.INTER_DIGIT:
+            self._entered = ""  # an unfinished answer is no answer
+            if st is S.CONSENT:
+                self._reask(invalid=True)
         elif name == TimerName.AGENT_RING and st is S.AGENT_DIALING:
             self._agent_up = False
             self._emit(HangupLeg("agent", "no_answer"))

@@ -14,6 +14,13 @@ from reffection_ari.lead import Prompt
 
 ConsentMode = Literal["ivr", "agent"]
 DTMF_DIGITS = frozenset("0123456789*#ABCD")
+MAX_ANSWER_DIGITS = 4
+
+
+def is_answer_key(value: object) -> bool:
+    """A yes/no answer is 1 to 4 DTMF keys (e.g. ``1`` or ``*1``, so that a stray key gives no
+    consent); longer ones are rarely dialled right by anyone."""
+    return isinstance(value, str) and 1 <= len(value) <= MAX_ANSWER_DIGITS and set(value) <= DTMF_DIGITS
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +50,7 @@ class FlowSettings:
     optout_key: str = "9"
     confirm_key: str = "#"  # on the agent leg
     first_digit_timeout: float = 5.0
+    inter_digit_timeout: float = 3.0  # only matters when an answer has more than one key
     max_retries: int = 2  # re-asks of the question after a timeout or invalid digit
     subscriber_ring_timeout: float = 30.0
     recording_start_timeout: float = 5.0
@@ -63,13 +71,26 @@ class FlowSettings:
                 raise ConfigError(key, "must not be empty")
         if self.consent_mode == "ivr" and self.prompts.question is None:
             raise ConfigError("prompts.question", "required when consent_mode is 'ivr'")
-        for key in ("yes_key", "no_key", "optout_key", "confirm_key"):
+        for key in ("yes_key", "no_key"):
+            if not is_answer_key(getattr(self, key)):
+                raise ConfigError(key, f"must be 1 to {MAX_ANSWER_DIGITS} DTMF keys (0-9, *, #, A-D)")
+        # Opting out is one key: withdrawing must never take more than giving consent did.
+        for key in ("optout_key", "confirm_key"):
             if getattr(self, key) not in DTMF_DIGITS:
                 raise ConfigError(key, "must be one DTMF key (0-9, *, #, A-D)")
-        if len({self.yes_key, self.no_key, self.optout_key}) != 3:
-            raise ConfigError("yes_key", "yes_key, no_key and optout_key must differ")
+        for key in ("yes_key", "no_key"):
+            if self.optout_key in getattr(self, key):
+                raise ConfigError(key, "must not contain optout_key: that key opts out whenever it is pressed")
+        answers = (("yes_key", self.yes_key), ("no_key", self.no_key), ("optout_key", self.optout_key))
+        for i, (key, value) in enumerate(answers):
+            for other_key, other in answers[:i]:
+                # prefix-free: a complete answer is acted on at once, never held back waiting
+                # for a longer one it begins
+                if value.startswith(other) or other.startswith(value):
+                    raise ConfigError(key, f"must differ from {other_key} and neither may begin the other")
         for key in (
             "first_digit_timeout",
+            "inter_digit_timeout",
             "subscriber_ring_timeout",
             "recording_start_timeout",
             "agent_ring_timeout",

@@ -70,5 +70,6 @@ class TimerName(StrEnum):
     MAX_CALL = "max_call"  # overall cap from start(); fires -> ENDED(timeout)
     RECORDING = "recording"  # StartRecording not confirmed in time -> ENDED(recording_failed)
     FIRST_DIGIT = "first_digit"  # ivr: no digit after the question finished -> re-ask / no_input
+    INTER_DIGIT = "inter_digit"  # a multi-key answer left unfinished -> invalid (ivr: re-ask)
     AGENT_RING = "agent_ring"  # agent did not answer -> agent_unavailable
     WRAP_UP = "wrap_up"  # confirm window after the subscriber hung up -> ENDED(subscriber_hangup)

@@ -17,7 +17,7 @@ from reffection_ari.evidence import verify_receipt
 from reffection_ari.evidence.receipts import VerificationKey
 from reffection_ari.sandbox import Step, dtmf, hangup, pause, speech
 
-from .conftest import AGENT_MODE, IVR, NUMBER, QUICK, TRANSFER, Dialer
+from .conftest import AGENT_MODE, IVR, NUMBER, QUICK, TRANSFER, TWO_KEY, Dialer
 
 KEY_AT = 3000  # subscriber keypress, inside the question
 
@@ -74,6 +74,21 @@ async def test_consent_yes_gives_lead_with_number_and_recording(dialer: Dialer) 
         number_e164=NUMBER,
     )
     assert claims["aud"] == "acme"
+
+
+async def test_two_key_consent_over_rfc4733(dialer: Dialer) -> None:
+    """A campaign whose yes is "*1": "*" alone waits for the next key (inter-digit timer), the pair
+    gives consent, and both keys are in the lead's timeline."""
+    await dialer.subscriber(speech(), pause(KEY_AT), dtmf("*"), pause(400), dtmf("1"))
+    await dialer.agent(pause(1500), dtmf("#"), pause(1500), hangup())
+    call_id = await dialer.place(dialer.issue(), TWO_KEY)
+    end = await dialer.wait_end(call_id)
+    assert (end["state"], end["reason"]) == ("ended", "completed")
+    lead = await dialer.wait_lead(call_id)
+    assert lead["consent"]["result"] == "given"
+    presses = [k for k in lead["keypresses"] if k["leg"] == "subscriber"]
+    assert [k["digit"] for k in presses] == ["*", "1"]
+    assert presses[0]["offset_ms"] < presses[1]["offset_ms"]
 
 
 async def test_consent_no_gives_no_lead_and_deletes_recording(dialer: Dialer) -> None:

@@ -186,7 +186,12 @@ CASES: list[tuple[str, Mutation, str]] = [
     ("unknown route key", _set("routes/0/trunkk", "x"), "routes[0]"),
     ("route dial missing", _set("routes/0/dial", ...), "routes[0].dial"),
     # dtmf keys
-    ("two-digit key", _set(C + "keys/yes", "11"), CAMPAIGN + "keys.yes"),
+    ("five-key answer", _set(C + "keys/yes", "11111"), CAMPAIGN + "keys.yes"),
+    ("two-key confirm", _set(C + "keys/confirm", "##"), CAMPAIGN + "keys.confirm"),
+    ("answer begins another", _set(C + "keys/no", "12"), CAMPAIGN + "keys.no"),
+    ("two-key opt-out", _set(C + "keys/optout", "*9"), CAMPAIGN + "keys.optout"),
+    ("answer holds the opt-out key", _set(C + "keys/yes", "19"), CAMPAIGN + "keys.yes"),
+    ("inter-digit timeout zero", _set(C + "timeouts/inter_digit", 0), CAMPAIGN + "timeouts.inter_digit"),
     ("letter key", _set(C + "keys/no", "x"), CAMPAIGN + "keys.no"),
     ("empty key", _set(C + "keys/confirm", ""), CAMPAIGN + "keys.confirm"),
     ("key as list", _set(C + "keys/optout", [9]), CAMPAIGN + "keys.optout"),

@@ -351,6 +351,78 @@ def test_digits_during_disclosure_are_evidence_only() -> None:
     assert s.call.consent is ConsentResult.NONE and s.count(AddToDnc) == 0
 
 
+# ---------------------------------------------------------------- multi-key answers
+def test_multi_key_answer_waits_for_its_last_key() -> None:
+    s = Sim(yes_key="*1")
+    to_waiting_digit(s)
+    cmds = s.send(Dtmf, leg="subscriber", digit="*")
+    assert StartTimer("inter_digit", 3.0) in cmds and s.call.state is CallState.CONSENT
+    cmds = s.send(Dtmf, leg="subscriber", digit="1")
+    assert CancelTimer("inter_digit") in cmds and s.call.state is CallState.AGENT_DIALING
+    assert s.call.consent is ConsentResult.GIVEN
+    assert [k.digit for k in s.call.evidence().keypresses] == ["*", "1"]
+
+
+def test_single_key_answers_are_taken_at_once_beside_a_multi_key_one() -> None:
+    s = Sim(yes_key="*1")
+    to_waiting_digit(s)
+    cmds = s.send(Dtmf, leg="subscriber", digit="9")
+    assert not any(isinstance(c, StartTimer) and c.name == "inter_digit" for c in cmds)
+    assert AddToDnc() in cmds and s.call.consent is ConsentResult.OPTED_OUT
+
+
+def test_unfinished_answer_is_invalid_after_the_inter_digit_timeout() -> None:
+    s = Sim(yes_key="*1", inter_digit_timeout=2.0)
+    to_waiting_digit(s)
+    s.send(Dtmf, leg="subscriber", digit="*")
+    cmds = s.fire("inter_digit")
+    assert [c.prompt.id for c in cmds if isinstance(c, PlayPrompt)] == ["invalid"]
+    assert s.call.consent is ConsentResult.NONE
+    s.finish("invalid")
+    s.finish("question")
+    # the abandoned "*" is not carried over: "1" alone begins no answer
+    cmds = s.send(Dtmf, leg="subscriber", digit="1")
+    assert [c.prompt.id for c in cmds if isinstance(c, PlayPrompt)] == ["invalid"]
+    assert s.call.consent is ConsentResult.NONE
+
+
+def test_wrong_second_key_is_invalid_at_once() -> None:
+    s = Sim(yes_key="*1")
+    to_waiting_digit(s)
+    s.send(Dtmf, leg="subscriber", digit="*")
+    cmds = s.send(Dtmf, leg="subscriber", digit="2")  # "*2" is no answer, though "2" alone is
+    assert CancelTimer("inter_digit") in cmds
+    assert [c.prompt.id for c in cmds if isinstance(c, PlayPrompt)] == ["invalid"]
+    assert s.call.consent is ConsentResult.NONE
+
+
+@pytest.mark.parametrize("mode", ["ivr", "agent"])
+def test_opt_out_key_works_in_the_middle_of_an_answer(mode: str) -> None:
+    s = Sim(mode, yes_key="*1")
+    if mode == "ivr":
+        to_waiting_digit(s)
+    else:
+        to_whisper(s)
+        s.finish("whisper")
+    s.send(Dtmf, leg="subscriber", digit="*")
+    cmds = s.send(Dtmf, leg="subscriber", digit="9")
+    assert AddToDnc() in cmds and CancelTimer("inter_digit") in cmds
+    assert s.call.consent is ConsentResult.OPTED_OUT
+
+
+def test_agent_mode_multi_key_answer() -> None:
+    s = Sim("agent", yes_key="11", no_key="22")
+    to_whisper(s)
+    s.finish("whisper")
+    s.send(Dtmf, leg="subscriber", digit="1")
+    assert s.call.consent is ConsentResult.NONE
+    s.fire("inter_digit")
+    s.send(Dtmf, leg="subscriber", digit="1")
+    assert s.call.consent is ConsentResult.NONE  # the timed-out "1" does not count
+    s.send(Dtmf, leg="subscriber", digit="1")
+    assert s.call.consent is ConsentResult.GIVEN
+
+
 def test_garbage_digit_is_ignored() -> None:
     s = Sim()
     to_waiting_digit(s)
