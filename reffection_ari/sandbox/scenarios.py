@@ -9,11 +9,16 @@ ending in :func:`hangup` sends the BYE itself. ``answer="busy"`` rejects with 48
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Literal
 
 SIPP_SHARE = "/usr/share/sip-tester"
 _DTMF_FILES = {**{d: f"dtmf_2833_{d}.pcap" for d in "0123456789"}, "#": "dtmf_2833_pound.pcap",
                "*": "dtmf_2833_star.pcap"}  # fmt: skip
+#: The captures' RTP sequence numbers rise in this order. sipp replays them verbatim (same SSRC),
+#: so a key whose capture numbers lie below the previous key's is dropped by Asterisk as a late
+#: packet: within one call, keys must follow this order (e.g. "1" then "#", not "#" then "1").
+_DTMF_SEQ_ORDER = "123456789*#0"
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +178,13 @@ def uas(
         xml += f'  <pause milliseconds="{ring_ms}"/>\n'
     xml += _response("200 OK", sdp=True, retrans=True)
     xml += '  <recv request="ACK" rtd="true" crlf="true"/>\n'
+    keys = [step.value for step in steps if step.kind == "dtmf"]
+    for before, after in pairwise(keys):
+        if _DTMF_SEQ_ORDER.index(after) <= _DTMF_SEQ_ORDER.index(before):
+            raise ValueError(
+                f"key {after!r} after {before!r}: its RTP capture would look late to Asterisk;"
+                f" keys of one call must follow the order {_DTMF_SEQ_ORDER}"
+            )
     for step in steps:
         if step.kind == "speech":
             xml += _PLAY.format(path=f"{SIPP_SHARE}/g711a.pcap")

@@ -51,7 +51,7 @@ TERMINAL = ("ended", "failed", "transferred")
 #: ``acme-quick`` has shorter ring/wrap-up timeouts and one call at a time.
 IVR, QUICK, AGENT_MODE, TRANSFER = "acme-winter", "acme-quick", "acme-agent", "acme-transfer"
 EU, EU_SLOW = "acme-eu", "acme-eu-slow"  # the eu rule pack; the slow one allows 1 call per second
-TWO_KEY = "acme-two-key"  # consent is "*1": a two-key answer with an inter-digit timeout
+TWO_KEY = "acme-two-key"  # consent is "1#": a two-key answer with an inter-digit timeout
 LOCAL_PREFIX = "+4420794610"
 
 
@@ -364,7 +364,7 @@ def build_config(sandbox: Sandbox, workdir: Path, node: str) -> Config:
     eu_slow = copy.deepcopy(base)
     eu_slow["policy"] = {"pack": "eu", "max_concurrent": 10, "max_cps": 1}
     two_key = copy.deepcopy(base)
-    two_key["keys"] = {**two_key["keys"], "yes": "*1"}
+    two_key["keys"] = {**two_key["keys"], "yes": "1#"}
     two_key["timeouts"]["inter_digit"] = 2
     raw["campaigns"].update({QUICK: quick, AGENT_MODE: agent_mode, TRANSFER: transfer, EU: eu, EU_SLOW: eu_slow,
                              TWO_KEY: two_key})  # fmt: skip

@@ -77,9 +77,9 @@ async def test_consent_yes_gives_lead_with_number_and_recording(dialer: Dialer) 
 
 
 async def test_two_key_consent_over_rfc4733(dialer: Dialer) -> None:
-    """A campaign whose yes is "*1": "*" alone waits for the next key (inter-digit timer), the pair
+    """A campaign whose yes is "1#": "1" alone waits for the next key (inter-digit timer), the pair
     gives consent, and both keys are in the lead's timeline."""
-    await dialer.subscriber(speech(), pause(KEY_AT), dtmf("*"), pause(400), dtmf("1"))
+    await dialer.subscriber(speech(), pause(KEY_AT), dtmf("1"), pause(400), dtmf("#"))
     await dialer.agent(pause(1500), dtmf("#"), pause(1500), hangup())
     call_id = await dialer.place(dialer.issue(), TWO_KEY)
     end = await dialer.wait_end(call_id)
@@ -87,7 +87,7 @@ async def test_two_key_consent_over_rfc4733(dialer: Dialer) -> None:
     lead = await dialer.wait_lead(call_id)
     assert lead["consent"]["result"] == "given"
     presses = [k for k in lead["keypresses"] if k["leg"] == "subscriber"]
-    assert [k["digit"] for k in presses] == ["*", "1"]
+    assert [k["digit"] for k in presses] == ["1", "#"]
     assert presses[0]["offset_ms"] < presses[1]["offset_ms"]
 
 

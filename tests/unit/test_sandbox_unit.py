@@ -98,3 +98,10 @@ def test_scenarios_are_well_formed_sipp_xml(scenario: object) -> None:
 def test_dtmf_rejects_a_digit_without_a_capture() -> None:
     with pytest.raises(ValueError):
         dtmf("x")
+
+
+def test_keys_of_one_call_must_follow_the_captures_sequence_order() -> None:
+    assert "dtmf_2833_pound" in uas("two-keys", steps=[dtmf("1"), pause(300), dtmf("#")]).xml
+    for keys in (("#", "1"), ("1", "1")):  # would replay RTP numbers Asterisk already saw
+        with pytest.raises(ValueError, match="late"):
+            uas("late", steps=[dtmf(keys[0]), pause(300), dtmf(keys[1])])
