@@ -55,6 +55,9 @@ _STATUS: dict[str, int] = {
     "shutting_down": 503,
     "asterisk_unavailable": 503,
     "confirm_timeout": 504,
+    # the partner's own storage is at fault, not the request
+    "vault_integrity": 500,
+    "vault_key_mismatch": 500,
 }
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -40,7 +40,8 @@ class TokenError(ReffectionError):
     """A token cannot be resolved.
 
     Codes: ``malformed_token``, ``unknown_key``, ``bad_token``, ``expired_token``,
-    ``wrong_audience``, ``unknown_subscriber``, ``erased``.
+    ``wrong_audience``, ``unknown_subscriber``, ``erased``; from the vault itself
+    ``vault_key_mismatch`` and ``vault_integrity`` (a sealed number that does not authenticate).
     """
 
     code = "bad_token"

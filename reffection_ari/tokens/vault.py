@@ -9,8 +9,11 @@ nodes); :class:`SqliteVault` is the embedded default.
   must not make them callable again after a re-import.
 * Erasure deletes the row and attempts and leaves a tombstone of the random id, so the dead token
   reports ``erased`` instead of ``unknown_subscriber``.
-* Numbers are stored in clear (E.164) inside the vault file: protect it like the number database it
-  is (file permissions, disk encryption). See docs/tokens.md.
+* Numbers are sealed at rest: AES-SIV under a key derived (HKDF-SHA256, its own label) from the
+  lookup key, with the row's subscriber id as associated data, so a copied vault file shows no
+  number and a number blob moved to another row fails to open (``vault_integrity``). Deleted rows
+  are overwritten (``secure_delete``). Vault files from before this are sealed in place when
+  opened. See docs/tokens.md.
 
 Threading/asyncio: every call is one short SQLite statement or transaction (sub-millisecond on the
 WAL database), serialised by a lock, so it is acceptable to call from the event loop; bulk imports
@@ -29,6 +32,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, NamedTuple, Protocol, TypeAlias, runtime_checkable
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESSIV
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from .._files import create_private
 from ..errors import TokenError
@@ -142,7 +150,7 @@ _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS subscribers (
     id BLOB NOT NULL UNIQUE,
     lookup BLOB NOT NULL UNIQUE,
-    e164 TEXT NOT NULL,
+    number BLOB NOT NULL,
     region TEXT NOT NULL,
     time_zone TEXT,
     consent_source TEXT,
@@ -168,6 +176,7 @@ CREATE TABLE IF NOT EXISTS erased (
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
 """
+_SEAL_INFO: Final = b"reffection-ari vault number v1"
 _CHUNK: Final = 900  # stays far below SQLite's bound-parameter limit
 _CACHE_KIB: Final = 16384  # page cache: a fixed bound, also during bulk_import (flat memory)
 
@@ -204,8 +213,11 @@ class SqliteVault:
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.execute(f"PRAGMA cache_size=-{_CACHE_KIB}")
+        self._db.execute("PRAGMA secure_delete=ON")  # an erased number is overwritten, not just unlinked
         self._bulk: _BulkSession | None = None
         self._db.executescript(_SCHEMA)
+        seal_key = HKDF(algorithm=hashes.SHA256(), length=64, salt=None, info=_SEAL_INFO).derive(self._key)
+        self._sealer = AESSIV(seal_key)
         # A key check value (not the key) detects a vault opened with another keyring's lookup key,
         # which would silently create duplicate subscribers.
         check = f"{self._kid}:" + hashlib.blake2b(b"rf-vault-check", key=self._key, digest_size=8).hexdigest()
@@ -218,6 +230,8 @@ class SqliteVault:
                 f"{self._kid} does not match it",
                 code="vault_key_mismatch",
             )
+        if "e164" in {r[1] for r in self._db.execute("PRAGMA table_info(subscribers)")}:
+            self._seal_legacy_numbers()
 
     def set_reveal_hook(self, hook: RevealHook | None) -> None:
         self._on_reveal = hook
@@ -226,6 +240,35 @@ class SqliteVault:
         return f"SqliteVault(path={str(self._path)!r})"
 
     # helpers -------------------------------------------------------------------------------
+
+    def _seal(self, subscriber_id: bytes, e164: str) -> bytes:
+        return self._sealer.encrypt(e164.encode("ascii"), [subscriber_id])
+
+    def _open(self, subscriber_id: bytes, sealed: bytes) -> str:
+        try:
+            return self._sealer.decrypt(sealed, [subscriber_id]).decode("ascii")
+        except (InvalidTag, UnicodeDecodeError, TypeError):
+            raise TokenError("the vault row does not authenticate", code="vault_integrity") from None
+
+    def _seal_legacy_numbers(self) -> None:
+        """Vault files written before numbers were sealed keep them in a clear ``e164`` column:
+        seal every row in one transaction, drop the column, then VACUUM and truncate the WAL so
+        no clear copy stays in free pages."""
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("ALTER TABLE subscribers ADD COLUMN number BLOB")
+            rows = db.execute("SELECT id, e164 FROM subscribers").fetchall()
+            db.executemany(
+                "UPDATE subscribers SET number=? WHERE id=?", [(self._seal(bytes(i), e), i) for i, e in rows]
+            )
+            db.execute("ALTER TABLE subscribers DROP COLUMN e164")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        db.execute("VACUUM")
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def _lookup(self, number: PhoneNumber) -> bytes:
         return hashlib.blake2b(number.e164.encode(), key=self._key, digest_size=16).digest()
@@ -301,15 +344,16 @@ class SqliteVault:
                 return bytes(row[0])
             sid = os.urandom(SUBSCRIBER_ID_BYTES)
             db.execute(
-                "INSERT INTO subscribers(id, lookup, e164, region, consent_source, consent_at, created_at)"
+                "INSERT INTO subscribers(id, lookup, number, region, consent_source, consent_at, created_at)"
                 " VALUES (?,?,?,?,?,?,?)",
-                (sid, lk, number.e164, number.region, consent_source, consent_at, self._clock()),
+                (sid, lk, self._seal(sid, number.e164), number.region, consent_source, consent_at, self._clock()),
             )
             return sid
 
     def bulk_ensure(self, items: Sequence[BulkItem], run_id: str) -> list[bytes | None]:
         key = self._key
         blake = hashlib.blake2b
+        seal = self._sealer.encrypt
         lookups = [blake(it.number.e164.encode(), key=key, digest_size=16).digest() for it in items]
         out: list[bytes | None] = [None] * len(items)
         now = self._clock()
@@ -344,7 +388,7 @@ class SqliteVault:
                         (
                             sid,
                             lk,
-                            num.e164,
+                            seal(num.e164.encode("ascii"), [sid]),
                             num.region,
                             it.consent_source,
                             it.consent_at,
@@ -356,7 +400,7 @@ class SqliteVault:
                 if inserts:
                     inserts.sort()  # key order: B-tree pages are touched once per chunk, not per row
                     db.executemany(
-                        "INSERT INTO subscribers(id, lookup, e164, region, consent_source,"
+                        "INSERT INTO subscribers(id, lookup, number, region, consent_source,"
                         " consent_at, created_at, seen_run) VALUES (?,?,?,?,?,?,?,?)",
                         inserts,
                     )
@@ -379,7 +423,7 @@ class SqliteVault:
     def get(self, subscriber_id: bytes) -> SubscriberRecord:
         with self._lock:
             row = self._db.execute(
-                "SELECT s.e164, s.region, s.time_zone, s.consent_source, s.consent_at, s.created_at,"
+                "SELECT s.number, s.region, s.time_zone, s.consent_source, s.consent_at, s.created_at,"
                 " d.lookup IS NOT NULL FROM subscribers s LEFT JOIN dnc d ON d.lookup = s.lookup"
                 " WHERE s.id=?",
                 (subscriber_id,),
@@ -389,8 +433,8 @@ class SqliteVault:
                 if gone:
                     raise TokenError("subscriber was erased", code="erased")
                 raise TokenError("no such subscriber", code="unknown_subscriber")
-        e164, region, zone, csrc, cat, created, dnc = row
-        number = PhoneNumber.parse(e164)
+        sealed, region, zone, csrc, cat, created, dnc = row
+        number = PhoneNumber.parse(self._open(subscriber_id, sealed))
         return SubscriberRecord(
             subscriber_id=subscriber_id,
             number=number,

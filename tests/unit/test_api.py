@@ -191,6 +191,7 @@ ERRORS: list[tuple[ReffectionError, int]] = [
     (CallError("x", code="unknown_call"), 404),
     (CallError("x", code="shutting_down"), 503),
     (CallError("x", code="asterisk_unavailable"), 503),
+    *((TokenError("x", code=c), 500) for c in ("vault_integrity", "vault_key_mismatch")),
 ]  # fmt: skip
 
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 from pathlib import Path
 
 import pytest
 
 from reffection_ari.errors import TokenError
-from reffection_ari.tokens import SqliteVault, Vault
+from reffection_ari.tokens import BulkItem, Keyring, SqliteVault, Vault
 
 from .tokens_support import LEEDS, LONDON, NANP, RU_MOBILE, Wired, num, wire
 
@@ -157,3 +158,89 @@ def test_bulk_import_commits_in_batches_and_rolls_back_the_open_batch(w: Wired, 
     assert committed() == 3
     w.vault.ensure_subscriber(num(RU_MOBILE))  # normal transactions work again after the session
     assert committed() == 4
+
+
+def _vault_bytes(tmp_path: Path) -> bytes:
+    """The vault file and its WAL as an attacker copying them would get them."""
+    return b"".join(p.read_bytes() for p in tmp_path.glob("vault.db*") if p.is_file())
+
+
+def _digit_forms(e164: str) -> list[bytes]:
+    n = num(e164)
+    national = n.e164[len(str(n.country_code)) + 1 :]
+    return [e164.encode(), e164[1:].encode(), national.encode(), national[-7:].encode()]
+
+
+def test_numbers_are_sealed_at_rest(w: Wired, tmp_path: Path) -> None:
+    w.vault.ensure_subscriber(num(LONDON))
+    with w.vault.bulk_import():
+        w.vault.bulk_ensure([BulkItem(num(LEEDS)), BulkItem(num(RU_MOBILE))], "run-1")
+    data = _vault_bytes(tmp_path)
+    for e164 in (LONDON, LEEDS, RU_MOBILE):
+        for form in _digit_forms(e164):
+            assert form not in data, form
+    db = sqlite3.connect(tmp_path / "vault.db")
+    assert "e164" not in {r[1] for r in db.execute("PRAGMA table_info(subscribers)")}
+    # ...and they still open, through the keyring only
+    sid = w.vault.find_by_number(num(RU_MOBILE))
+    assert sid is not None and w.vault.get(sid).number.e164 == RU_MOBILE
+
+
+def test_a_number_moved_to_another_row_does_not_open(w: Wired, tmp_path: Path) -> None:
+    a = w.vault.ensure_subscriber(num(LONDON))
+    b = w.vault.ensure_subscriber(num(LEEDS))
+    db = sqlite3.connect(tmp_path / "vault.db", isolation_level=None)
+    (sealed_a,) = db.execute("SELECT number FROM subscribers WHERE id=?", (a,)).fetchone()
+    db.execute("UPDATE subscribers SET number=? WHERE id=?", (sealed_a, b))
+    db.close()
+    assert w.vault.get(a).number.e164 == LONDON
+    with pytest.raises(TokenError) as err:
+        w.vault.get(b)
+    assert err.value.code == "vault_integrity"
+    assert "7946" not in str(err.value) and "4960" not in str(err.value)
+
+
+def test_erasure_overwrites_the_sealed_number(w: Wired, tmp_path: Path) -> None:
+    sid = w.vault.ensure_subscriber(num(LONDON))
+    db = sqlite3.connect(tmp_path / "vault.db", isolation_level=None)
+    (sealed,) = db.execute("SELECT number FROM subscribers WHERE id=?", (sid,)).fetchone()
+    w.vault.erase(sid)
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+    assert bytes(sealed) not in _vault_bytes(tmp_path)
+
+
+def test_a_vault_written_with_clear_numbers_is_sealed_when_opened(tmp_path: Path) -> None:
+    ring = Keyring.generate(tmp_path / "keyring.json")
+    key = ring.lookup_key()
+    path = tmp_path / "vault.db"
+    db = sqlite3.connect(path, isolation_level=None)
+    db.executescript(
+        "CREATE TABLE subscribers (id BLOB NOT NULL UNIQUE, lookup BLOB NOT NULL UNIQUE, e164 TEXT NOT NULL,"
+        " region TEXT NOT NULL, time_zone TEXT, consent_source TEXT, consent_at REAL, created_at REAL NOT NULL,"
+        " seen_run TEXT); CREATE TABLE meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);"
+    )
+    check = f"{key.kid}:" + hashlib.blake2b(b"rf-vault-check", key=key.key(), digest_size=8).hexdigest()
+    db.execute("INSERT INTO meta VALUES('lookup_check', ?)", (check,))
+    ids = {}
+    for i, e164 in enumerate((LONDON, NANP)):
+        ids[e164] = bytes([i + 1]) * 12
+        lookup = hashlib.blake2b(e164.encode(), key=key.key(), digest_size=16).digest()
+        db.execute(
+            "INSERT INTO subscribers(id, lookup, e164, region, created_at) VALUES (?,?,?,?,?)",
+            (ids[e164], lookup, e164, num(e164).region, 1.0),
+        )
+    db.close()
+    assert LONDON.encode() in _vault_bytes(tmp_path)
+
+    vault = SqliteVault(path, key)
+    for e164, sid in ids.items():
+        assert vault.get(sid).number.e164 == e164
+        assert vault.find_by_number(num(e164)) == sid
+    vault.close()
+    data = _vault_bytes(tmp_path)
+    for e164 in (LONDON, NANP):
+        for form in _digit_forms(e164):
+            assert form not in data, form
+    reopened = SqliteVault(path, key)  # sealing happens once
+    assert reopened.get(ids[NANP]).number.e164 == NANP
