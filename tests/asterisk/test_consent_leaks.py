@@ -100,6 +100,22 @@ async def test_number_reaches_only_the_lead(dialer: Dialer) -> None:
     assert any(p.search(json.dumps(call.lead)) for _, p in patterns)
 
 
+async def test_partner_files_at_rest_hold_the_number_only_in_the_confirmed_lead(dialer: Dialer) -> None:
+    """After a consented call: the vault (file + WAL) and the audit log hold no digits of the number;
+    the outbox, which carries the confirmed lead, does (and so shows the detector works on files)."""
+    patterns = needles(NUMBER)
+    await consented_call(dialer)
+
+    def files(*globs: str) -> list[str]:
+        paths = sorted(p for g in globs for p in dialer.workdir.glob(g) if p.is_file())
+        assert paths, globs
+        return [p.read_bytes().decode("latin-1") for p in paths]
+
+    found = leaks("vault file", files("vault.sqlite*"), patterns) + leaks("audit log", files("audit.jsonl*"), patterns)
+    assert not found, "subscriber number at rest: " + "; ".join(found)
+    assert leaks("outbox", files("outbox.sqlite*"), patterns)
+
+
 async def test_number_absent_from_debug_logs(dialer: Dialer) -> None:
     """Every log record down to DEBUG, rendered before any masking filter (as tests/leakguard.py)."""
     patterns = needles(NUMBER)
