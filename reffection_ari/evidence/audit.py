@@ -16,13 +16,15 @@ runs (defence in depth; callers log call ids, lead ids and tokens).
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import hashlib
 import json
 import os
 import re
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -149,8 +151,11 @@ class AuditEntry:
 
 
 class AuditLog:
-    """Single-writer audit log. ``append`` is durable (fsync) when it returns.
+    """The audit log writer. ``append`` is durable (fsync) when it returns.
 
+    Several processes may append to one log (the daemon, and an operator's ``erase``, ``dnc``,
+    ``keys`` or ``outbox`` command beside it): each append holds an exclusive ``flock`` on the
+    file, first chains on whatever the others appended since (checking every link), then writes.
     Reopening an existing log checks its chain first and refuses to extend a broken one; a torn
     last line (a crash mid-write) is cut off.
     """
@@ -177,8 +182,10 @@ class AuditLog:
         self._next_index = 0
         self._head = GENESIS_HASH
         self._since_checkpoint = 0
-        self._recover()
-        self._fh = open(self.path, "ab")  # held for the log's lifetime
+        self._end = 0  # file offset up to which the chain has been read or written
+        self._fh = open(self.path, "a+b")  # held for the log's lifetime; read by _catch_up
+        with self._exclusive():
+            pass  # reads and checks the chain written so far
 
     def __repr__(self) -> str:
         return f"AuditLog(path={str(self.path)!r}, kid={self.kid!r}, next_index={self._next_index})"
@@ -188,22 +195,40 @@ class AuditLog:
         """(next index, hash of the last entry)."""
         return self._next_index, self._head
 
-    def _recover(self) -> None:
-        if not self.path.exists():
+    @contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """Hold the file lock and bring the chain head up to date with the file."""
+        fd = self._fh.fileno()
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            self._catch_up(fd)
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def _catch_up(self, fd: int) -> None:
+        """Chain on the entries other writers appended after ``self._end`` (all of them when
+        the log was just opened). A torn last line -- a writer that crashed mid-line; with the
+        lock held nobody is writing -- is cut off."""
+        size = os.fstat(fd).st_size
+        if size == self._end:
             return
-        raw = self.path.read_bytes()
-        if raw and not raw.endswith(b"\n"):
+        if size < self._end:
+            raise _broken(self._next_index, "the log was truncated under a running writer")
+        raw = os.pread(fd, size - self._end, self._end)
+        if not raw.endswith(b"\n"):
             cut = raw.rfind(b"\n") + 1
-            with open(self.path, "r+b") as fh:
-                fh.truncate(cut)
-                os.fsync(fh.fileno())
+            os.truncate(self.path, self._end + cut)
+            os.fsync(fd)
             raw = raw[:cut]
-        for i, line in enumerate(raw.splitlines()):
+        for line in raw.splitlines():
+            i = self._next_index
             entry = _parse_line(line, i)
             _check_link(entry, i, self._head)
             self._head = entry.hash
             self._since_checkpoint = 0 if entry.kind == CHECKPOINT else self._since_checkpoint + 1
             self._next_index = i + 1
+        self._end += len(raw)
 
     def _write(self, kind: str, data: dict[str, Any]) -> AuditEntry:
         index = self._next_index
@@ -213,10 +238,12 @@ class AuditLog:
             data = {**data, "kid": self.kid, "sig": b64url_encode(sig)}
         h = entry_hash(index, ts, kind, data, self._head)
         entry = AuditEntry(index, ts, kind, data, self._head, h)
-        self._fh.write(canonical_json(entry.to_json()) + b"\n")
+        line = canonical_json(entry.to_json()) + b"\n"
+        self._fh.write(line)
         self._fh.flush()
         if self._fsync:
             os.fsync(self._fh.fileno())
+        self._end += len(line)
         self._head = h
         self._next_index = index + 1
         self._since_checkpoint = 0 if kind == CHECKPOINT else self._since_checkpoint + 1
@@ -234,9 +261,10 @@ class AuditLog:
         with self._lock:
             if self._fh.closed:
                 raise EvidenceError("audit log is closed", code="audit_closed")
-            entry = self._write(kind, payload)
-            if self._since_checkpoint >= self.checkpoint_every:
-                self._write(CHECKPOINT, {"closing": False})
+            with self._exclusive():
+                entry = self._write(kind, payload)
+                if self._since_checkpoint >= self.checkpoint_every:
+                    self._write(CHECKPOINT, {"closing": False})
         return entry
 
     async def append_async(self, kind: str | AuditKind, data: Mapping[str, Any] | None = None) -> AuditEntry:
@@ -244,7 +272,7 @@ class AuditLog:
         return await asyncio.to_thread(self.append, kind, data)
 
     def checkpoint(self, *, closing: bool = False) -> AuditEntry:
-        with self._lock:
+        with self._lock, self._exclusive():
             return self._write(CHECKPOINT, {"closing": closing})
 
     def close(self) -> None:
@@ -252,8 +280,11 @@ class AuditLog:
         with self._lock:
             if self._fh.closed:
                 return
-            self._write(CHECKPOINT, {"closing": True})
-            self._fh.close()
+            try:
+                with self._exclusive():
+                    self._write(CHECKPOINT, {"closing": True})
+            finally:
+                self._fh.close()
 
     def __enter__(self) -> AuditLog:
         return self

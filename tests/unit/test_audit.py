@@ -7,6 +7,7 @@ import itertools
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -227,3 +228,57 @@ async def test_append_async(tmp_path: Path) -> None:
     entry = await log.append_async("dnc_changed", {"subscriber_ref": "sub_abc", "action": "add"})
     log.close()
     assert entry.index == 0 and verify_audit_log(tmp_path / "a.jsonl", PUB).kinds["dnc_changed"] == 1
+
+
+def test_two_writers_share_one_chain(tmp_path: Path) -> None:
+    """The daemon's log object and an operator command's, open at once on one file."""
+    path = tmp_path / "audit.jsonl"
+    daemon = AuditLog(path, KEY, "k1", checkpoint_every=3, clock=Clock(), fsync=False)
+    daemon.append("reveal", {"call_id": "c1"})
+    operator = AuditLog(path, KEY, "k1", checkpoint_every=3, clock=Clock(), fsync=False)
+    operator.append("dnc_changed", {"subscriber_ref": "ab", "dnc": True})
+    daemon.append("reveal", {"call_id": "c2"})  # chains on the operator's entry
+    operator.close()
+    daemon.append("reveal", {"call_id": "c3"})
+    daemon.close()
+    report = verify_audit_log(path, PUB, require_closed=True)
+    kinds = [json.loads(line)["kind"] for line in path.read_text().splitlines()]
+    assert kinds[:3] == ["reveal", "dnc_changed", "reveal"] and kinds[-1] == "checkpoint"
+    assert report.kinds["reveal"] == 3 and report.kinds["dnc_changed"] == 1
+
+
+def test_a_writer_refuses_to_chain_on_an_edited_entry_of_another(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    daemon = AuditLog(path, KEY, "k1", clock=Clock(), fsync=False)
+    daemon.append("reveal", {"call_id": "c1"})
+    with open(path, "ab") as fh:  # a forged line appended behind the writer's back
+        fh.write(b'{"index": 1, "ts": "x", "kind": "reveal", "data": {}, "prev_hash": "0", "hash": "0"}\n')
+    with pytest.raises(EvidenceError) as err:
+        daemon.append("reveal", {"call_id": "c2"})
+    assert err.value.code == "chain_broken"
+
+
+def _append_many(path: str, tag: str, n: int, start: Any) -> None:
+    log = AuditLog(path, KEY, "k1", checkpoint_every=7, fsync=False)
+    start.wait(30)  # all writers begin together
+    for i in range(n):
+        log.append("reveal", {"call_id": f"{tag}{i}"})
+    log.close()
+
+
+def test_processes_appending_at_once_keep_one_valid_chain(tmp_path: Path) -> None:
+    import multiprocessing
+
+    path = tmp_path / "audit.jsonl"
+    ctx = multiprocessing.get_context("spawn")
+    start = ctx.Barrier(3)
+    procs = [ctx.Process(target=_append_many, args=(str(path), tag, 1000, start)) for tag in ("a", "b", "c")]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    report = verify_audit_log(path, PUB, require_closed=True)
+    assert report.kinds["reveal"] == 3000
+    ids = [json.loads(line)["data"].get("call_id") for line in path.read_text().splitlines()]
+    assert len({i for i in ids if i}) == 3000
