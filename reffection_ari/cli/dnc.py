@@ -15,9 +15,12 @@ import sys
 from typing import Any
 
 from ..errors import NumberError, ReffectionError
+from ..evidence.audit import AuditKind
 from ..phone import PhoneNumber
 from ..tokens import TokenCodec, TokenService
-from ._common import add_keyring_arg, add_vault_arg, open_service
+from ._common import add_audit_arg, add_keyring_arg, add_vault_arg, audit_log, open_service
+
+_IMPORT_AUDIT_BATCH = 1000  # audit entries written per fsync during an import
 
 
 def register(sub: Any) -> None:
@@ -33,11 +36,13 @@ def register(sub: Any) -> None:
         _common(c)
         if name != "check":
             c.add_argument("--source", default="cli", help="why/where the request came from")
+            add_audit_arg(c)
         c.set_defaults(func={"add": cmd_add, "remove": cmd_remove, "check": cmd_check}[name])
     i = dsub.add_parser("import", help="CSV with a 'phone' or 'token' column; adds each row")
     i.add_argument("input", metavar="CSV")
     i.add_argument("--source", default="import")
     _common(i)
+    add_audit_arg(i)
     i.set_defaults(func=cmd_import)
     e = dsub.add_parser("export", help="CSV of DNC entries: subscriber ref, source, time (never numbers)")
     e.add_argument("-o", "--output", default="-")
@@ -63,16 +68,30 @@ def _target(service: TokenService, text: str, args: argparse.Namespace) -> bytes
     return PhoneNumber.parse(text, args.default_region)
 
 
-def cmd_add(args: argparse.Namespace) -> int:
+def _dnc_entry(service: TokenService, target: bytes | PhoneNumber, on: bool, source: str) -> dict[str, Any]:
+    """The audit record of one change: the subscriber's random id (none for a number that is
+    not in the vault yet), never the number."""
+    sid = target if isinstance(target, bytes) else service.vault.find_by_number(target)
+    return {"subscriber_ref": sid.hex() if sid else None, "dnc": on, "source": source, "via": "cli"}
+
+
+def _set(args: argparse.Namespace, on: bool) -> None:
     service = open_service(args)
-    service.vault.set_dnc(_target(service, args.target, args), True, args.source)
+    with audit_log(args, service.codec.keyring) as audit:
+        target = _target(service, args.target, args)
+        service.vault.set_dnc(target, on, args.source)
+        if audit is not None:
+            audit.append(AuditKind.DNC_CHANGED, _dnc_entry(service, target, on, args.source))
+
+
+def cmd_add(args: argparse.Namespace) -> int:
+    _set(args, True)
     print("on DNC", file=sys.stderr)
     return 0
 
 
 def cmd_remove(args: argparse.Namespace) -> int:
-    service = open_service(args)
-    service.vault.set_dnc(_target(service, args.target, args), False, args.source)
+    _set(args, False)
     print("removed from DNC", file=sys.stderr)
     return 0
 
@@ -87,16 +106,26 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_import(args: argparse.Namespace) -> int:
     service = open_service(args)
     added = failed = 0
-    with open(args.input, newline="", encoding="utf-8") as fh:
+    with audit_log(args, service.codec.keyring) as audit, open(args.input, newline="", encoding="utf-8") as fh:
+        pending: list[tuple[str, dict[str, Any]]] = []
         reader = csv.DictReader(fh)
         for row in reader:
             text = (row.get("phone") or row.get("token") or "").strip()
             try:
-                service.vault.set_dnc(_target(service, text, args), True, args.source)
+                target = _target(service, text, args)
+                service.vault.set_dnc(target, True, args.source)
                 added += 1
             except (NumberError, ReffectionError) as exc:
                 failed += 1
                 print(f"line {reader.line_num}: {exc.code}", file=sys.stderr)
+                continue
+            entry = _dnc_entry(service, target, True, args.source)
+            pending.append((AuditKind.DNC_CHANGED, {**entry, "via": "import", "line": reader.line_num}))
+            if audit is not None and len(pending) >= _IMPORT_AUDIT_BATCH:
+                audit.append_many(pending)
+                pending.clear()
+        if audit is not None and pending:
+            audit.append_many(pending)
     print(f"dnc import: {added} added, {failed} failed", file=sys.stderr)
     return 1 if failed else 0
 

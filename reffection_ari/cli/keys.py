@@ -11,8 +11,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..evidence.audit import AuditKind
 from ..tokens import Keyring
-from ._common import add_keyring_arg
+from ._common import add_audit_arg, add_keyring_arg, audit_log
 
 
 def register(sub: Any) -> None:
@@ -27,11 +28,13 @@ def register(sub: Any) -> None:
     r = ksub.add_parser("rotate", help="new active key; the old one stays resolve/verify-only")
     add_keyring_arg(r)
     r.add_argument("--purpose", choices=("token", "receipt"), default="token")
+    add_audit_arg(r)
     r.set_defaults(func=cmd_rotate)
 
     t = ksub.add_parser("retire", help="destroy a non-active key: its tokens stop resolving (unknown_key)")
     add_keyring_arg(t)
     t.add_argument("kid")
+    add_audit_arg(t)
     t.set_defaults(func=cmd_retire)
 
     ls = ksub.add_parser("list", help="list keys (metadata only)")
@@ -59,9 +62,17 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _active_kid(ring: Keyring, purpose: str) -> str:
+    return next(k.kid for k in ring.list() if k.purpose == purpose and k.status == "active")
+
+
 def cmd_rotate(args: argparse.Namespace) -> int:
     ring = Keyring.load(Path(args.keyring))
-    info = ring.rotate(args.purpose)
+    previous = _active_kid(ring, args.purpose)
+    with audit_log(args, ring) as audit:
+        info = ring.rotate(args.purpose)
+        if audit is not None:
+            audit.append(AuditKind.KEY_ROTATED, {"purpose": args.purpose, "kid": info.kid, "previous": previous})
     print(f"rotated {args.purpose}: {info.kid} is now active", file=sys.stderr)
     _print_keys(ring)
     return 0
@@ -69,7 +80,10 @@ def cmd_rotate(args: argparse.Namespace) -> int:
 
 def cmd_retire(args: argparse.Namespace) -> int:
     ring = Keyring.load(Path(args.keyring))
-    ring.retire(args.kid)
+    with audit_log(args, ring) as audit:
+        ring.retire(args.kid)
+        if audit is not None:
+            audit.append(AuditKind.KEY_RETIRED, {"kid": args.kid})
     print(f"retired {args.kid}: its material is destroyed", file=sys.stderr)
     _print_keys(ring)
     return 0

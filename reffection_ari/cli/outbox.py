@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import EvidenceError
+from ..evidence.audit import AuditKind
 from ..evidence.outbox import LeadOutbox, OutboxState
+from ._common import add_audit_arg, add_keyring_arg, audit_log
 
 
 def register(sub: Any) -> None:
@@ -33,6 +35,7 @@ def register(sub: Any) -> None:
     rt = add("retry", "move dead leads back to pending (a running worker picks them up)")
     rt.add_argument("lead_ids", nargs="*", metavar="LEAD_ID")
     rt.add_argument("--all-dead", action="store_true", help="every dead lead except erased ones")
+    _audited(rt)
     rt.set_defaults(func=cmd_retry)
     pg = add("purge", "delete delivered (and optionally dead) leads")
     pg.add_argument("lead_ids", nargs="*", metavar="LEAD_ID")
@@ -43,7 +46,15 @@ def register(sub: Any) -> None:
         help="states to purge (default: delivered); repeatable",
     )
     pg.add_argument("--older-than-days", type=float, help="only rows last updated before this")
+    _audited(pg)
     pg.set_defaults(func=cmd_purge)
+
+
+def _audited(p: argparse.ArgumentParser) -> None:
+    """Retrying or purging leads changes personal data: recorded in the audit log, whose
+    checkpoints are signed with the keyring's receipt key."""
+    add_audit_arg(p)
+    add_keyring_arg(p)
 
 
 def _open(args: argparse.Namespace) -> LeadOutbox:
@@ -123,9 +134,12 @@ def cmd_retry(args: argparse.Namespace) -> int:
             ids += [e.lead_id for e in outbox.list(OutboxState.DEAD) if e.dead_reason != "erased"]
         if not ids:
             raise EvidenceError("name lead ids or pass --all-dead", code="nothing_to_retry")
-        for lead_id in ids:
-            outbox.retry(lead_id)
-            print(f"{lead_id} pending")
+        with audit_log(args) as audit:
+            for lead_id in ids:
+                outbox.retry(lead_id)
+                if audit is not None:
+                    audit.append(AuditKind.LEAD_RETRIED, {"lead_id": lead_id, "via": "cli"})
+                print(f"{lead_id} pending")
     finally:
         outbox.close()
     return 0
@@ -133,13 +147,22 @@ def cmd_retry(args: argparse.Namespace) -> int:
 
 def cmd_purge(args: argparse.Namespace) -> int:
     outbox = _open(args)
+    states = args.state or ["delivered"]
     try:
-        n = outbox.purge(
-            states=args.state or ["delivered"],
-            older_than_s=None if args.older_than_days is None else args.older_than_days * 86400.0,
-            lead_ids=args.lead_ids or None,
-        )
+        with audit_log(args) as audit:
+            n = outbox.purge(
+                states=states,
+                older_than_s=None if args.older_than_days is None else args.older_than_days * 86400.0,
+                lead_ids=args.lead_ids or None,
+            )
+            if audit is not None:
+                audit.append(
+                    "outbox_purged",
+                    {"count": n, "states": states, "lead_ids": list(args.lead_ids),
+                     "older_than_days": args.older_than_days},
+                )  # fmt: skip
     finally:
         outbox.close()
     print(f"purged {n} lead(s)")
     return 0
+

@@ -23,7 +23,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
@@ -230,7 +230,7 @@ class AuditLog:
             self._next_index = i + 1
         self._end += len(raw)
 
-    def _write(self, kind: str, data: dict[str, Any]) -> AuditEntry:
+    def _write(self, kind: str, data: dict[str, Any], *, sync: bool = True) -> AuditEntry:
         index = self._next_index
         ts = rfc3339(self._clock()) or ""
         if kind == CHECKPOINT:
@@ -241,7 +241,7 @@ class AuditLog:
         line = canonical_json(entry.to_json()) + b"\n"
         self._fh.write(line)
         self._fh.flush()
-        if self._fsync:
+        if self._fsync and sync:
             os.fsync(self._fh.fileno())
         self._end += len(line)
         self._head = h
@@ -252,20 +252,30 @@ class AuditLog:
     def append(self, kind: str | AuditKind, data: Mapping[str, Any] | None = None) -> AuditEntry:
         """Append one entry (and a checkpoint when due). Raises :class:`AuditDataError` on
         phone-like data and ``ValueError`` on a bad kind; nothing is written then."""
-        kind = str(kind)
-        if kind == CHECKPOINT or not _KIND_RE.match(kind):
-            raise ValueError(f"invalid audit kind {kind!r}")
-        payload = dict(data or {})
-        check_no_phone_numbers(payload)
-        payload = json.loads(canonical_json(payload))  # what verification will see, byte for byte
+        return self.append_many([(kind, data)])[0]
+
+    def append_many(self, items: Sequence[tuple[str | AuditKind, Mapping[str, Any] | None]]) -> list[AuditEntry]:
+        """Append several entries in order with one fsync (bulk operator commands such as a DNC
+        import). All are checked first: one bad item and nothing is written."""
+        payloads: list[tuple[str, dict[str, Any]]] = []
+        for kind, data in items:
+            kind = str(kind)
+            if kind == CHECKPOINT or not _KIND_RE.match(kind):
+                raise ValueError(f"invalid audit kind {kind!r}")
+            payload = dict(data or {})
+            check_no_phone_numbers(payload)
+            payloads.append((kind, json.loads(canonical_json(payload))))  # what verification will see
+        entries: list[AuditEntry] = []
         with self._lock:
             if self._fh.closed:
                 raise EvidenceError("audit log is closed", code="audit_closed")
             with self._exclusive():
-                entry = self._write(kind, payload)
-                if self._since_checkpoint >= self.checkpoint_every:
-                    self._write(CHECKPOINT, {"closing": False})
-        return entry
+                for i, (kind, payload) in enumerate(payloads):
+                    last = i == len(payloads) - 1
+                    entries.append(self._write(kind, payload, sync=last))
+                    if self._since_checkpoint >= self.checkpoint_every:
+                        self._write(CHECKPOINT, {"closing": False}, sync=last)
+        return entries
 
     async def append_async(self, kind: str | AuditKind, data: Mapping[str, Any] | None = None) -> AuditEntry:
         """:meth:`append` off the event loop (the fsync can take milliseconds)."""

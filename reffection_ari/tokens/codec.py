@@ -176,6 +176,10 @@ class TokenCodec:
         self._states: dict[int, _KeyState] = {}
         self.reload()
 
+    @property
+    def keyring(self) -> Keyring:
+        return self._keyring
+
     def reload(self) -> None:
         """Pick up rotations/retirements made on the keyring object."""
         self._states = {k.number: _KeyState(k) for k in self._keyring.token_keys()}

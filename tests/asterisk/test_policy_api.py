@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 import pytest
 
 from reffection_ari.cli import main as cli_main
+from reffection_ari.evidence import verify_audit_log
 
 from .conftest import EU, EU_SLOW, IVR, LOCAL_PREFIX, Dialer
 
@@ -96,9 +97,22 @@ async def test_dnc_by_platform_opt_out_and_by_csv_import(dialer: Dialer) -> None
     path = dialer.workdir / "dnc.csv"
     with path.open("w", newline="") as fh:
         csv.writer(fh).writerows([["phone"], [imported_number]])
+    # the operator's import writes to the audit log the running daemon holds open
     rc = await asyncio.to_thread(
         cli_main,
-        ["dnc", "import", str(path), "--vault", str(dialer.config.vault), "--keyring", str(dialer.config.keyring)],
-    )
+        ["dnc", "import", str(path), "--vault", str(dialer.config.vault), "--keyring", str(dialer.config.keyring),
+         "--audit-log", str(dialer.config.audit_log)],
+    )  # fmt: skip
     assert rc == 0
     await assert_refused_without_channel(dialer, imported, IVR, "dnc", 403)
+    sid = dialer.tokens.resolve(imported, "platform-a").subscriber_id
+    assert {"source": "import", "via": "import", "subscriber_ref": sid.hex()}.items() <= audit_entries(
+        dialer, "dnc_changed"
+    )[-1].items()
+    # the daemon goes on appending to the same chain after the operator's entries
+    r = await dialer.api("POST", "/v1/optout", {"token": dialer.issue(local_number(22))})
+    assert r.status == 200
+    assert audit_entries(dialer, "dnc_changed")[-1]["source"] == "api_opt_out"
+    signing_key, kid = dialer.keyring.receipt_signing_key()
+    report = verify_audit_log(dialer.config.audit_log, {kid: signing_key.public_key()})
+    assert report.kinds["dnc_changed"] == 3

@@ -34,6 +34,7 @@ from reffection_ari.evidence import (
     verify_receipt,
     verify_webhook,
 )
+from reffection_ari.tokens import Keyring
 
 PROC = Path(__file__).resolve().parents[1] / "proc"
 sys.path.insert(0, str(PROC))
@@ -214,12 +215,23 @@ async def test_receiver_down_dead_letter_cli_list_retry_delivers(
     assert "dead" in row and "max_attempts" in row and " 3 " in row
     rc, out, _ = await run_proc(*cli, "show", "--db", str(db), "lead_k4")
     assert rc == 0 and json.loads(out)["payload"]["number_e164"] == "<redacted>" and NUMBER not in out
-    rc, out, _ = await run_proc(*cli, "retry", "--db", str(db), "lead_k4")
+    rc, _, err = await run_proc(*cli, "retry", "--db", str(db), "lead_k4")  # no audit log named
+    assert rc == 2 and "audit_required" in err
+    ring, log = tmp_path / "keyring.json", tmp_path / "audit.jsonl"
+    Keyring.generate(ring)
+    audited = ["--keyring", str(ring), "--audit-log", str(log)]
+    rc, out, _ = await run_proc(*cli, "retry", "--db", str(db), "lead_k4", *audited)
     assert (rc, out.strip()) == (0, "lead_k4 pending")
+    first = json.loads(log.read_text().splitlines()[0])
+    assert (first["kind"], first["data"]) == ("lead_retried", {"lead_id": "lead_k4", "via": "cli"})
     assert await deliver(db, url) == "done delivered=1 dead=0"
     assert list(rx.accepted) == ["lead_k4"]
     rc, out, _ = await run_proc(*cli, "list", "--db", str(db), "--json")
     assert [json.loads(x)["state"] for x in out.splitlines()] == ["delivered"]
+    rc, out, _ = await run_proc(*cli, "purge", "--db", str(db), *audited)
+    assert (rc, out.strip()) == (0, "purged 1 lead(s)")
+    purged = [json.loads(line) for line in log.read_text().splitlines() if '"outbox_purged"' in line]
+    assert [e["data"]["count"] for e in purged] == [1]
 
 
 # -- verification CLIs: the reason codes an operator or advertiser sees --------------------------

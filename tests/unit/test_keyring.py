@@ -13,6 +13,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from reffection_ari.cli import main
 from reffection_ari.errors import KeyringError
+from reffection_ari.evidence import verify_audit_log
+from reffection_ari.evidence.receipts import parse_public_keys
 from reffection_ari.tokens import Keyring, TokenCodec
 
 
@@ -132,10 +134,11 @@ def test_key_material_never_in_repr_logs_exceptions_or_cli(
     path = tmp_path / "k.json"
     caplog.set_level(logging.DEBUG)
     assert main(["keys", "generate", "--keyring", str(path)]) == 0
-    assert main(["keys", "rotate", "--keyring", str(path)]) == 0
+    audited = ["--audit-log", str(tmp_path / "audit.jsonl")]
+    assert main(["keys", "rotate", "--keyring", str(path), *audited]) == 0
     assert main(["keys", "list", "--keyring", str(path)]) == 0
     assert main(["keys", "export-public", "--keyring", str(path)]) == 0
-    assert main(["keys", "retire", "token-1", "--keyring", str(path)]) == 0
+    assert main(["keys", "retire", "token-1", "--keyring", str(path), *audited]) == 0
     os.chmod(path, 0o644)
     assert main(["keys", "list", "--keyring", str(path)]) == 2
     os.chmod(path, 0o600)
@@ -147,8 +150,27 @@ def test_key_material_never_in_repr_logs_exceptions_or_cli(
     except KeyringError as exc:
         texts += [str(exc), repr(exc)]
     out = capsys.readouterr()
-    texts += [out.out, out.err, caplog.text]
+    texts += [out.out, out.err, caplog.text, (tmp_path / "audit.jsonl").read_text()]
     blob = "\n".join(texts)
     for secret in _secrets(path):
         assert secret not in blob
     assert "token-2" in out.out  # metadata is printed
+
+
+def test_rotation_and_retirement_are_audited(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path, log = tmp_path / "k.json", tmp_path / "audit.jsonl"
+    assert main(["keys", "generate", "--keyring", str(path)]) == 0
+    assert main(["keys", "rotate", "--keyring", str(path)]) == 2  # no audit log named
+    assert "audit_required" in capsys.readouterr().err
+    assert Keyring.load(path).active_token_key().kid == "token-1"  # nothing rotated
+    assert main(["keys", "rotate", "--keyring", str(path), "--audit-log", str(log)]) == 0
+    assert main(["keys", "rotate", "--purpose", "receipt", "--keyring", str(path), "--audit-log", str(log)]) == 0
+    assert main(["keys", "retire", "token-1", "--keyring", str(path), "--audit-log", str(log)]) == 0
+    entries = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [(e["kind"], e["data"]) for e in entries if e["kind"] != "checkpoint"] == [
+        ("key_rotated", {"purpose": "token", "kid": "token-2", "previous": "token-1"}),
+        ("key_rotated", {"purpose": "receipt", "kid": "receipt-2", "previous": "receipt-1"}),
+        ("key_retired", {"kid": "token-1"}),
+    ]
+    keys = {kid: vk.key for kid, vk in parse_public_keys(Keyring.load(path).export_public("jwk").encode()).items()}
+    assert verify_audit_log(log, keys, require_closed=True).kinds["key_rotated"] == 2

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 from pathlib import Path
 
 import pytest
 
 from reffection_ari.cli import main
+from reffection_ari.phone import PhoneNumber
 from reffection_ari.tokens import Keyring, SqliteVault, TokenCodec, TokenService
 
 from .tokens_support import LEEDS, LONDON, NANP, RU_MOBILE
@@ -151,25 +153,53 @@ def test_resolve_prints_masked_info_never_digits(env: Path, capsys: pytest.Captu
     assert "wrong_audience" in capsys.readouterr().err
 
 
+def _audit(env: Path) -> list[dict[str, object]]:
+    path = env / "audit.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
 def test_dnc_commands(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
     src = env / "in.csv"
     src.write_text(f"cookie,phone\na,{LONDON}\n")
     out = env / "o.csv"
     main(["tokenize", str(src), "-o", str(out), "--audience", "demo", *_args(env)])
     token = _read(out)[1][1]
-    assert main(["dnc", "add", token, "--audience", "demo", *_args(env)]) == 0
+    audited = ["--audit-log", str(env / "audit.jsonl")]
+    assert main(["dnc", "add", token, "--audience", "demo", *_args(env), *audited]) == 0
     capsys.readouterr()
     assert main(["dnc", "check", LONDON, *_args(env)]) == 0
     assert capsys.readouterr().out.strip() == "dnc: yes"
     imp = env / "dnc.csv"
     imp.write_text(f"phone\n{NANP}\nbogus\n")
-    assert main(["dnc", "import", str(imp), *_args(env)]) == 1
+    assert main(["dnc", "import", str(imp), *_args(env), *audited]) == 1
     assert main(["dnc", "export", *_args(env)]) == 0
     exported = capsys.readouterr().out
     assert "555" not in exported and "7946" not in exported and exported.count("\n") == 3
-    assert main(["dnc", "remove", LONDON, *_args(env)]) == 0
+    assert main(["dnc", "remove", LONDON, *_args(env), *audited]) == 0
     main(["dnc", "check", LONDON, *_args(env)])
     assert capsys.readouterr().out.strip() == "dnc: no"
+
+    changes = [e["data"] for e in _audit(env) if e["kind"] == "dnc_changed"]
+    sid = _service(env).vault.find_by_number(PhoneNumber.parse(LONDON))
+    assert sid is not None
+    assert [(c["subscriber_ref"], c["dnc"], c["via"]) for c in changes] == [
+        (sid.hex(), True, "cli"),
+        (None, True, "import"),  # NANP is not in the vault: the entry waits for its import
+        (sid.hex(), False, "cli"),
+    ]
+    assert changes[1]["line"] == 2
+    text = (env / "audit.jsonl").read_text()
+    assert "7946" not in text and "5550123" not in text
+
+
+def test_dnc_changes_need_an_audit_log_or_an_explicit_opt_out(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["dnc", "add", LONDON, *_args(env)]) == 2
+    assert "audit_required" in capsys.readouterr().err
+    assert main(["dnc", "check", LONDON, *_args(env)]) == 0
+    assert capsys.readouterr().out.strip() == "dnc: no"  # nothing changed
+    assert main(["dnc", "add", LONDON, *_args(env), "--no-audit"]) == 0
+    assert "not recorded" in capsys.readouterr().err
+    assert not (env / "audit.jsonl").exists()
 
 
 def test_streaming_memory_is_flat(env: Path) -> None:
