@@ -111,6 +111,12 @@ class Daemon:
                 ari=ari, ami=ami, partner=self.partner, campaigns=cfg.campaigns, recordings=cfg.recordings,
                 metrics=metrics, clock=self.clock,
             )  # fmt: skip
+            partner = self.partner
+            metrics.labelled["reffection_dnc_changes_total"] = (
+                "Subscribers put on the DNC list by this daemon, by source (CLI changes: the audit log).",
+                "source",
+                lambda: dict(partner.dnc_changes),
+            )
             metrics.gauges["reffection_outbox_pending"] = lambda: float(outbox.counts().get("pending", 0))
             metrics.gauges["reffection_outbox_dead"] = lambda: float(outbox.counts().get("dead", 0))
             orphans = await self.service.start()

@@ -48,6 +48,8 @@ class Metrics:
         self.ari_reconnects = 0
         self.event_latency = Histogram()
         self.gauges: dict[str, Callable[[], float]] = {}
+        #: counters kept by other parts (name -> help, label, values), e.g. DNC changes by source
+        self.labelled: dict[str, tuple[str, str, Callable[[], dict[str, int]]]] = {}
 
     def render(self) -> str:
         out: list[str] = []
@@ -81,6 +83,8 @@ class Metrics:
         out.append(
             f"# TYPE reffection_ari_reconnects_total counter\nreffection_ari_reconnects_total {self.ari_reconnects}"
         )
+        for name, (help_, label, values) in sorted(self.labelled.items()):
+            counter(name, help_, values(), label)
         for name, fn in sorted(self.gauges.items()):
             out.append(f"# TYPE {name} gauge\n{name} {fn()}")
         h = self.event_latency

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -84,6 +85,7 @@ class PartnerSide:
         self.audit = audit
         self.clock = clock
         self._in_flight: set[bytes] = set()
+        self.dnc_changes: Counter[str] = Counter()  # by source, for /metrics
 
     # ---- before dialing ----------------------------------------------------------------------
     def prepare(self, token: str, audience: str, campaign: CampaignSettings) -> PreparedCall:
@@ -118,6 +120,7 @@ class PartnerSide:
     # ---- during and after the call -----------------------------------------------------------
     def opt_out(self, subscriber_id: bytes, call_id: str) -> None:
         self.tokens.vault.set_dnc(subscriber_id, True, "dtmf_opt_out")
+        self.dnc_changes["dtmf_opt_out"] += 1
         self._audit("dnc_changed", {"call_id": call_id, "subscriber_ref": subscriber_id.hex(), "dnc": True,
                                     "source": "dtmf_opt_out"})  # fmt: skip
         log.info("subscriber opted out call_id=%s", call_id)
@@ -126,6 +129,7 @@ class PartnerSide:
         """The platform relays a subscriber's opt-out by token (API ``POST /v1/optout``)."""
         resolved = self.tokens.resolve(token, audience)
         self.tokens.vault.set_dnc(resolved.subscriber_id, True, "api_opt_out")
+        self.dnc_changes["api_opt_out"] += 1
         self._audit("dnc_changed", {"subscriber_ref": resolved.subscriber_id.hex(), "dnc": True,
                                     "source": "api_opt_out", "audience": audience})  # fmt: skip
 

@@ -63,6 +63,7 @@ async def test_opt_out_puts_subscriber_on_dnc_and_refuses_the_next_call(dialer: 
     call_id = await dialer.place(token)
     end = await dialer.wait_end(call_id)
     assert (end["state"], end["reason"]) == ("ended", "opted_out")
+    assert await dialer.metric('reffection_dnc_changes_total{source="dtmf_opt_out"}') == 1
     assert await dialer.recording_deleted(call_id)
     assert dialer.tokens.resolve(token, "platform-a").dnc
 

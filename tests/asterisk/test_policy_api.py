@@ -116,3 +116,4 @@ async def test_dnc_by_platform_opt_out_and_by_csv_import(dialer: Dialer) -> None
     signing_key, kid = dialer.keyring.receipt_signing_key()
     report = verify_audit_log(dialer.config.audit_log, {kid: signing_key.public_key()})
     assert report.kinds["dnc_changed"] == 3
+    assert await dialer.metric("reffection_dnc_changes_total") == 2  # the daemon's own two (API opt-outs)
