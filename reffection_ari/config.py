@@ -10,7 +10,7 @@ import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import time
+from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +97,7 @@ class PolicySettings:
     cooldown_after_decline_hours: float | None = None
     trunk_max_concurrent: int | None = None
     trunk_max_cps: float | None = None
+    no_call_dates: frozenset[date] = frozenset()  # local dates (public holidays...) with no calls
 
 
 @dataclass(frozen=True, slots=True)
@@ -340,6 +341,7 @@ def _campaign(name: str, c: _Reader, audiences: set[str]) -> CampaignSettings:
         policy=PolicySettings(
             pack=pol.choice("pack", ("ru", "us", "eu", "sandbox"), default="eu"),
             calling_window=pol.window("calling_window"),
+            no_call_dates=pol.dates("no_call_dates"),
             max_concurrent=pol.integer("max_concurrent", default=10, minimum=1),
             max_cps=pol.number("max_cps", default=5.0),
             max_attempts_24h=pol.integer("max_attempts_24h", default=None, minimum=1),
@@ -491,6 +493,26 @@ class _Reader:
         if "{e164}" not in value and "{national}" not in value and "{digits}" not in value:
             raise ConfigError(self.path + key, "must contain {e164}, {digits} or {national}")
         return value
+
+    def dates(self, key: str) -> frozenset[date]:
+        value = self._get(key, None)
+        if value is None:
+            return frozenset()
+        if not isinstance(value, list):
+            raise ConfigError(self.path + key, "must be a list of dates like 2026-12-25")
+        out: set[date] = set()
+        for i, item in enumerate(value):
+            if isinstance(item, date) and not isinstance(item, datetime):  # YAML reads 2026-12-25 as a date
+                out.add(item)
+                continue
+            if isinstance(item, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", item):
+                try:
+                    out.add(date.fromisoformat(item))
+                    continue
+                except ValueError:
+                    pass
+            raise ConfigError(f"{self.path}{key}[{i}]", "must be a date like 2026-12-25")
+        return frozenset(out)
 
     def window(self, key: str) -> tuple[time, time] | None:
         value = self.text(key, None)

@@ -160,7 +160,7 @@ def _zone_infos(subject: PolicySubject) -> tuple[tuple[str, tzinfo], ...] | None
 def _inside(rules: EffectiveRules, zones: tuple[tuple[str, tzinfo], ...], at: datetime) -> bool:
     for _, zone in zones:
         local = at.astimezone(zone)
-        window = rules.windows[local.weekday()]
+        window = rules.window_on(local.date())
         if window is None or not window.contains(local.time()):
             return False
     return True
@@ -168,7 +168,8 @@ def _inside(rules: EffectiveRules, zones: tuple[tuple[str, tzinfo], ...], at: da
 
 def _next_opening(rules: EffectiveRules, zones: tuple[tuple[str, tzinfo], ...],
                   now: datetime) -> datetime | None:
-    """Earliest instant within 8 days at which every candidate zone is inside its window.
+    """Earliest instant within 8 days (plus one per no-call date) at which every candidate zone
+    is inside its window.
 
     The intersection of the zones' windows, if not empty, starts at some zone's window start,
     so only those instants need testing.
@@ -176,9 +177,9 @@ def _next_opening(rules: EffectiveRules, zones: tuple[tuple[str, tzinfo], ...],
     candidates: list[datetime] = []
     for _, zone in zones:
         today: date = now.astimezone(zone).date()
-        for offset in range(8):
+        for offset in range(8 + len(rules.no_call_dates)):
             day = today + timedelta(days=offset)
-            window = rules.windows[day.weekday()]
+            window = rules.window_on(day)
             if window is not None:
                 start = datetime.combine(day, window.start, tzinfo=zone).astimezone(UTC)
                 if start > now:
@@ -264,10 +265,12 @@ class PolicyEngine:
             raise refuse("outside_calling_window", "calling_window", "unknown_time_zone")
         local = _format_local(zones, now)
         if not _inside(rules, zones, now):
-            raise refuse("outside_calling_window", "calling_window", f"local time {local} outside the window",
-                         _next_opening(rules, zones, now))
+            blocked = sorted({d for _, z in zones if (d := now.astimezone(z).date()) in rules.no_call_dates})
+            detail = (f"local date {blocked[0].isoformat()} is a no-call date ({local})" if blocked
+                      else f"local time {local} outside the window")
+            raise refuse("outside_calling_window", "calling_window", detail, _next_opening(rules, zones, now))
         first_local = now.astimezone(zones[0][1])
-        window = rules.windows[first_local.weekday()]
+        window = rules.window_on(first_local.date())
         checks.append(CheckResult("calling_window", True,
                                   f"inside {window} local in {len(zones)} zone(s): {local}", version))
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import time, timedelta
+from datetime import date, time, timedelta
 from types import MappingProxyType
 from typing import Literal
 
@@ -190,6 +190,7 @@ class CampaignPolicy:
     trunk_max_cps: float | None = None
     consent_mode: ConsentMode | None = None
     opt_out_key: str | None = None
+    no_call_dates: frozenset[date] = frozenset()  # subscriber-local dates without any window
 
     def resolve(self, packs: Mapping[str, RulePack] = DEFAULT_PACKS) -> EffectiveRules:
         return effective_rules(self, packs)
@@ -215,6 +216,11 @@ class EffectiveRules:
     trunk: str
     trunk_max_concurrent: int | None
     trunk_max_cps: float | None
+    no_call_dates: frozenset[date] = frozenset()
+
+    def window_on(self, day: date) -> Window | None:
+        """The calling window of a subscriber-local date: none on a no-call date."""
+        return None if day in self.no_call_dates else self.windows[day.weekday()]
 
 
 def effective_rules(policy: CampaignPolicy, packs: Mapping[str, RulePack] = DEFAULT_PACKS) -> EffectiveRules:
@@ -310,6 +316,7 @@ def effective_rules(policy: CampaignPolicy, packs: Mapping[str, RulePack] = DEFA
         recording_notice_required=pack.recording_notice_required,
         max_concurrent=policy.max_concurrent, max_cps=policy.max_cps, trunk=policy.trunk,
         trunk_max_concurrent=policy.trunk_max_concurrent, trunk_max_cps=policy.trunk_max_cps,
+        no_call_dates=policy.no_call_dates,
     )
 
 

@@ -38,6 +38,7 @@ def campaign_policy(campaign: CampaignSettings, trunk: str) -> CampaignPolicy:
         max_cps=p.max_cps,
         trunk=trunk,
         calling_window=p.calling_window,
+        no_call_dates=p.no_call_dates,
         max_attempts_24h=p.max_attempts_24h,
         cooldown_after_decline=(
             timedelta(hours=p.cooldown_after_decline_hours) if p.cooldown_after_decline_hours else None

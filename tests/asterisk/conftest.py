@@ -51,6 +51,7 @@ TERMINAL = ("ended", "failed", "transferred")
 #: ``acme-quick`` has shorter ring/wrap-up timeouts and one call at a time.
 IVR, QUICK, AGENT_MODE, TRANSFER = "acme-winter", "acme-quick", "acme-agent", "acme-transfer"
 EU, EU_SLOW = "acme-eu", "acme-eu-slow"  # the eu rule pack; the slow one allows 1 call per second
+EU_HOLIDAY = "acme-eu-holiday"  # the eu pack with Friday 2026-12-04 as a no-call date
 TWO_KEY = "acme-two-key"  # consent is "1#": a two-key answer with an inter-digit timeout
 LOCAL_PREFIX = "+4420794610"
 
@@ -363,11 +364,13 @@ def build_config(sandbox: Sandbox, workdir: Path, node: str) -> Config:
     eu["policy"] = {"pack": "eu", "max_concurrent": 3, "max_cps": 5}
     eu_slow = copy.deepcopy(base)
     eu_slow["policy"] = {"pack": "eu", "max_concurrent": 10, "max_cps": 1}
+    eu_holiday = copy.deepcopy(eu)
+    eu_holiday["policy"]["no_call_dates"] = ["2026-12-04"]
     two_key = copy.deepcopy(base)
     two_key["keys"] = {**two_key["keys"], "yes": "1#"}
     two_key["timeouts"]["inter_digit"] = 2
     raw["campaigns"].update({QUICK: quick, AGENT_MODE: agent_mode, TRANSFER: transfer, EU: eu, EU_SLOW: eu_slow,
-                             TWO_KEY: two_key})  # fmt: skip
+                             TWO_KEY: two_key, EU_HOLIDAY: eu_holiday})  # fmt: skip
     # Subscribers in +44 20 7946 10xx are Local channels answered by the sandbox dialplan: policy
     # tests can place many calls without SIP peers.
     raw["routes"].insert(0, {"prefix": LOCAL_PREFIX, "dial": "Local/{digits}@bench-subscriber"})

@@ -17,7 +17,7 @@ import pytest
 from reffection_ari.cli import main as cli_main
 from reffection_ari.evidence import verify_audit_log
 
-from .conftest import EU, EU_SLOW, IVR, LOCAL_PREFIX, Dialer
+from .conftest import EU, EU_HOLIDAY, EU_SLOW, IVR, LOCAL_PREFIX, Dialer
 
 FRIDAY_0300_LONDON = datetime(2026, 12, 4, 3, 0, tzinfo=UTC)  # before the eu pack's 10:00
 FRIDAY_1100_LONDON = datetime(2026, 12, 4, 11, 0, tzinfo=UTC)
@@ -57,6 +57,14 @@ async def test_outside_the_calling_window_no_channel_is_created(dialer: Dialer) 
     refusals = audit_entries(dialer, "policy_refused")
     assert refusals == [{"code": "outside_calling_window", "campaign": EU}]
     assert number[1:] not in dialer.config.audit_log.read_text()
+
+
+@pytest.mark.wall_clock(FRIDAY_1100_LONDON)
+async def test_a_no_call_date_refuses_inside_the_hours_without_a_channel(dialer: Dialer) -> None:
+    """11:00 on a Friday is inside the eu window; the campaign lists that Friday as a no-call date."""
+    token = dialer.issue(local_number(4))
+    await assert_refused_without_channel(dialer, token, EU_HOLIDAY, "outside_calling_window", 403)
+    assert audit_entries(dialer, "policy_refused") == [{"code": "outside_calling_window", "campaign": EU_HOLIDAY}]
 
 
 @pytest.mark.wall_clock(FRIDAY_1100_LONDON)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 import re
 from collections.abc import Callable
-from datetime import time
+from datetime import date, time
 from pathlib import Path
 from typing import Any
 
@@ -186,6 +186,11 @@ CASES: list[tuple[str, Mutation, str]] = [
     ("unknown route key", _set("routes/0/trunkk", "x"), "routes[0]"),
     ("route dial missing", _set("routes/0/dial", ...), "routes[0].dial"),
     # dtmf keys
+    ("no-call date not a list", _set(C + "policy/no_call_dates", "2026-12-25"), CAMPAIGN + "policy.no_call_dates"),
+    ("no-call date invalid", _set(C + "policy/no_call_dates", ["2026-12-25", "2026-13-01"]),
+     CAMPAIGN + "policy.no_call_dates[1]"),
+    ("no-call date a time", _set(C + "policy/no_call_dates", ["2026-12-25T10:00"]),
+     CAMPAIGN + "policy.no_call_dates[0]"),
     ("five-key answer", _set(C + "keys/yes", "11111"), CAMPAIGN + "keys.yes"),
     ("two-key confirm", _set(C + "keys/confirm", "##"), CAMPAIGN + "keys.confirm"),
     ("answer begins another", _set(C + "keys/no", "12"), CAMPAIGN + "keys.no"),
@@ -318,3 +323,13 @@ def test_relative_paths_resolve_against_the_config_directory(tmp_path: Path) -> 
     path.write_text(EXAMPLE.read_text())
     cfg = load_config(path)
     assert cfg.keyring == target / "keyring.json" and cfg.audit_log == target / "audit.jsonl"
+
+
+def test_no_call_dates_are_read_as_dates_quoted_or_not() -> None:
+    extra = "      pack: sandbox\n      no_call_dates: [2026-12-25, '2027-01-01']"
+    text = EXAMPLE.read_text().replace("      pack: sandbox", extra, 1)
+    assert "no_call_dates" in text
+    raw = load_yaml(text)  # the loader load_config uses
+    cfg = parse_config(raw, base_dir=EXAMPLE.parent)
+    dates = next(iter(cfg.campaigns.values())).policy.no_call_dates
+    assert dates == frozenset({date(2026, 12, 25), date(2027, 1, 1)})

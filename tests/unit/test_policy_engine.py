@@ -240,6 +240,29 @@ def test_window_refusal_without_any_common_opening() -> None:
     assert exc.code == "outside_calling_window" and exc.retry_at is None
 
 
+def test_no_call_dates_follow_the_subscribers_local_date() -> None:
+    # Friday 2026-12-25 is a no-call date, in each subscriber's own calendar.
+    xmas = campaign(no_call_dates=frozenset({datetime(2026, 12, 25).date()}))
+    engine, _ = engine_at("2026-12-25T15:00:00")  # Friday 10:00 New York: a working hour
+    exc = refusal(engine, subject("America/New_York"), xmas)
+    assert exc.code == "outside_calling_window" and "2026-12-25 is a no-call date" in exc.detail
+    assert exc.retry_at == utc("2026-12-26T13:00:00")  # Saturday 08:00 EST, the next opening
+    assert engine.check(subject("America/New_York"), campaign()).local_time_at_dial  # same hour, no holiday
+    # Thursday 24th 18:00 in New York is fine, while it is already the 25th in Tokyo.
+    engine, _ = engine_at("2026-12-24T23:00:00")
+    assert engine.check(subject("America/New_York"), xmas).local_time_at_dial
+    jp = refusal(engine, subject("Asia/Tokyo", region="JP"), campaign("eu", no_call_dates=xmas.no_call_dates))
+    assert "2026-12-25 is a no-call date" in jp.detail
+
+
+def test_a_run_of_no_call_dates_still_finds_the_next_opening() -> None:
+    # Russian New Year holidays: 1-8 January, nine days with the weekend before them.
+    days = frozenset(datetime(2027, 1, d).date() for d in range(1, 9))
+    engine, _ = engine_at("2026-12-31T20:00:00")  # 23:00 Moscow on the 31st: after hours
+    exc = refusal(engine, subject("Europe/Moscow", region="RU"), campaign("ru", no_call_dates=days))
+    assert exc.retry_at is not None and exc.retry_at.date() == datetime(2027, 1, 9).date()
+
+
 @pytest.mark.parametrize(
     ("zones", "region", "ok"),
     [
