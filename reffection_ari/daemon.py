@@ -79,6 +79,7 @@ class Daemon:
             signer = ReceiptSigner(signing_key, kid, cfg.issuer)
             outbox = LeadOutbox(cfg.delivery.outbox)
             self._closers.append(outbox.close)
+            outbox.claim_worker()  # a second daemon on the same files stops here (outbox_busy)
             sink: DeliverySink
             if cfg.delivery.webhook_url:
                 sink = WebhookSink(cfg.delivery.webhook_url, cfg.delivery.webhook_secret or "")

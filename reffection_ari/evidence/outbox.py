@@ -10,8 +10,10 @@ and the lead is retried) → ``delivered`` | ``dead``. ``retry`` moves a dead le
 ``pending``. After delivery the stored copy of the number is scrubbed (the advertiser has it;
 the partner's vault keeps the original); erasure scrubs it from undelivered leads too.
 
-One delivery worker per SQLite file (the embedded single-node setup); it reclaims every lease on
-start because no other worker can hold one.
+One delivery worker per SQLite file (the embedded single-node setup), enforced: the worker holds
+an exclusive lock on ``<outbox>.worker-lock`` while it runs (:meth:`LeadOutbox.claim_worker`), so a
+second daemon or worker on the same file fails with ``outbox_busy`` instead of delivering twice.
+Holding that lock, it reclaims every lease on start: no other worker can hold one.
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import fcntl
 import hashlib
 import json
 import logging
+import os
 import random
 import sqlite3
 import threading
@@ -31,7 +35,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from .._files import create_private
 from ..errors import EvidenceError
@@ -129,6 +133,7 @@ class LeadOutbox:
 
     def __init__(self, path: str | Path, *, clock: Clock = time.time, scrub_delivered: bool = True) -> None:
         self.path = Path(path)
+        self._worker_lock: IO[str] | None = None
         self._clock = clock
         self.scrub_delivered = scrub_delivered
         self._lock = threading.RLock()
@@ -145,9 +150,35 @@ class LeadOutbox:
     def __repr__(self) -> str:
         return f"LeadOutbox(path={str(self.path)!r})"
 
+    def claim_worker(self) -> None:
+        """Become this file's only delivery worker (idempotent; released by :meth:`close` or when
+        the process dies). Raises ``EvidenceError(outbox_busy)`` while another process holds it."""
+        with self._lock:
+            if self._worker_lock is not None:
+                return
+            path = self.path.with_name(self.path.name + ".worker-lock")
+            create_private(path)
+            fh = open(path, "r+")  # held until close()
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = fh.read().strip() or "?"
+                fh.close()
+                raise EvidenceError(
+                    f"another delivery worker (pid {holder}) holds this outbox", code="outbox_busy"
+                ) from None
+            fh.seek(0)
+            fh.truncate()
+            fh.write(f"{os.getpid()}\n")
+            fh.flush()
+            self._worker_lock = fh
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
+            if self._worker_lock is not None:
+                self._worker_lock.close()
+                self._worker_lock = None
 
     def __enter__(self) -> LeadOutbox:
         return self
@@ -586,6 +617,7 @@ class DeliveryWorker:
 
     async def run(self, stop: asyncio.Event | None = None, *, reclaim: bool = True) -> None:
         """Deliver until ``stop`` is set (or cancelled)."""
+        await asyncio.to_thread(self.outbox.claim_worker)
         if reclaim:
             await asyncio.to_thread(self.outbox.reclaim_leases)
         while stop is None or not stop.is_set():
@@ -594,6 +626,7 @@ class DeliveryWorker:
 
     async def drain(self, *, reclaim: bool = True) -> None:
         """Deliver until nothing is pending or delivering (every lead delivered or dead)."""
+        await asyncio.to_thread(self.outbox.claim_worker)
         if reclaim:
             await asyncio.to_thread(self.outbox.reclaim_leases)
         while True:

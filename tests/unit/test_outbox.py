@@ -184,6 +184,25 @@ async def test_reclaim_on_start(outbox: LeadOutbox, clock: FakeClock) -> None:
     assert len(sink.delivered) == 1 and outbox.get("lead_a").state == OutboxState.DELIVERED
 
 
+async def test_one_delivery_worker_per_outbox_file(outbox: LeadOutbox, clock: FakeClock, tmp_path: Path) -> None:
+    """A second worker (another daemon on the same files) would reclaim the first one's leases and
+    deliver twice: it is refused instead, with the holder's pid, until the first lets go."""
+    import os
+
+    await outbox.store(make_lead("lead_a"))
+    outbox.claim_worker()
+    other = LeadOutbox(tmp_path / "outbox.db", clock=clock)
+    sink = ScriptedSink()
+    with pytest.raises(EvidenceError) as err:
+        await worker(other, sink, clock).drain()
+    assert err.value.code == "outbox_busy" and str(os.getpid()) in str(err.value)
+    assert sink.delivered == [] and outbox.get("lead_a").state == OutboxState.PENDING
+    outbox.close()  # the first worker is gone
+    await worker(other, sink, clock).drain()
+    assert len(sink.delivered) == 1
+    other.close()
+
+
 async def test_run_wakes_on_store(outbox: LeadOutbox, clock: FakeClock) -> None:
     sink = ScriptedSink()
     stop = asyncio.Event()
