@@ -184,8 +184,12 @@ class AuditLog:
         self._since_checkpoint = 0
         self._end = 0  # file offset up to which the chain has been read or written
         self._fh = open(self.path, "a+b")  # held for the log's lifetime; read by _catch_up
-        with self._exclusive():
-            pass  # reads and checks the chain written so far
+        try:
+            with self._exclusive():
+                pass  # reads and checks the chain written so far
+        except BaseException:
+            self._fh.close()
+            raise
 
     def __repr__(self) -> str:
         return f"AuditLog(path={str(self.path)!r}, kid={self.kid!r}, next_index={self._next_index})"

@@ -257,6 +257,9 @@ class SqliteVault:
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
+            if "e164" not in {r[1] for r in db.execute("PRAGMA table_info(subscribers)")}:
+                db.execute("ROLLBACK")  # another process sealed it while we waited for the lock
+                return
             db.execute("ALTER TABLE subscribers ADD COLUMN number BLOB")
             rows = db.execute("SELECT id, e164 FROM subscribers").fetchall()
             db.executemany(

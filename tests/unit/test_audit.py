@@ -256,6 +256,9 @@ def test_a_writer_refuses_to_chain_on_an_edited_entry_of_another(tmp_path: Path)
     with pytest.raises(EvidenceError) as err:
         daemon.append("reveal", {"call_id": "c2"})
     assert err.value.code == "chain_broken"
+    with pytest.raises(EvidenceError):
+        daemon.close()  # no closing checkpoint on a broken chain either; the file is closed anyway
+    daemon.close()  # idempotent
 
 
 def _append_many(path: str, tag: str, n: int, start: Any) -> None:

@@ -7,7 +7,7 @@ import json
 import random
 import sqlite3
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -73,8 +73,10 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def outbox(tmp_path: Path, clock: FakeClock) -> LeadOutbox:
-    return LeadOutbox(tmp_path / "outbox.db", clock=clock)
+def outbox(tmp_path: Path, clock: FakeClock) -> Iterator[LeadOutbox]:
+    box = LeadOutbox(tmp_path / "outbox.db", clock=clock)
+    yield box
+    box.close()
 
 
 def worker(outbox: LeadOutbox, sink: ScriptedSink, clock: FakeClock, **kw: Any) -> DeliveryWorker:

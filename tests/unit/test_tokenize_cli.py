@@ -34,7 +34,8 @@ def _service(env: Path) -> TokenService:
 
 
 def _read(path: Path) -> list[list[str]]:
-    return list(csv.reader(path.open()))
+    with path.open(newline="") as fh:
+        return list(csv.reader(fh))
 
 
 def test_example_file_tokenizes_and_resolves(env: Path) -> None:
