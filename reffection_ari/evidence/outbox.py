@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from .._files import create_private
+from .._sqlite import immediate
 from ..errors import EvidenceError
 from ..lead import Lead
 from ._util import Clock, canonical_json
@@ -189,14 +190,8 @@ class LeadOutbox:
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         """One IMMEDIATE transaction (takes the write lock up front: no upgrade deadlocks)."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        with self._lock, immediate(self._db) as db:
+            yield db
 
     def add_listener(self, callback: Callable[[], None]) -> None:
         """Called (on the storing thread/loop) after each newly stored or retried lead."""

@@ -39,6 +39,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESSIV
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from .._files import create_private
+from .._sqlite import immediate
 from ..errors import TokenError
 from ..phone import PhoneNumber
 from .codec import SUBSCRIBER_ID_BYTES
@@ -254,24 +255,17 @@ class SqliteVault:
         """Vault files written before numbers were sealed keep them in a clear ``e164`` column:
         seal every row in one transaction, drop the column, then VACUUM and truncate the WAL so
         no clear copy stays in free pages."""
-        db = self._db
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with immediate(self._db) as db:
             if "e164" not in {r[1] for r in db.execute("PRAGMA table_info(subscribers)")}:
-                db.execute("ROLLBACK")  # another process sealed it while we waited for the lock
-                return
+                return  # another process sealed it while we waited for the lock
             db.execute("ALTER TABLE subscribers ADD COLUMN number BLOB")
             rows = db.execute("SELECT id, e164 FROM subscribers").fetchall()
             db.executemany(
                 "UPDATE subscribers SET number=? WHERE id=?", [(self._seal(bytes(i), e), i) for i, e in rows]
             )
             db.execute("ALTER TABLE subscribers DROP COLUMN e164")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
-        db.execute("VACUUM")
-        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._db.execute("VACUUM")
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def _lookup(self, number: PhoneNumber) -> bytes:
         return hashlib.blake2b(number.e164.encode(), key=self._key, digest_size=16).digest()
@@ -295,17 +289,12 @@ class SqliteVault:
         with self._lock:
             if self._bulk is not None:
                 raise RuntimeError("bulk_import sessions do not nest")
-            self._db.execute("BEGIN IMMEDIATE")
-            self._bulk = _BulkSession(rows_per_commit)
-            try:
-                yield
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            else:
-                self._db.execute("COMMIT")
-            finally:
-                self._bulk = None
+            with immediate(self._db):
+                self._bulk = _BulkSession(rows_per_commit)
+                try:
+                    yield
+                finally:
+                    self._bulk = None
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -313,13 +302,8 @@ class SqliteVault:
             if self._bulk is not None:  # inside bulk_import: its transaction is ours
                 yield self._db
                 return
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+            with immediate(self._db) as db:
+                yield db
 
     def _resolve_target(self, target: Target) -> tuple[bytes | None, bytes | None]:
         """(subscriber id, lookup) for an id or a number; either may be None if unknown."""
