@@ -68,20 +68,18 @@ def _target(service: TokenService, text: str, args: argparse.Namespace) -> bytes
     return PhoneNumber.parse(text, args.default_region)
 
 
-def _dnc_entry(service: TokenService, target: bytes | PhoneNumber, on: bool, source: str) -> dict[str, Any]:
+def _dnc_entry(sid: bytes | None, on: bool, source: str) -> dict[str, Any]:
     """The audit record of one change: the subscriber's random id (none for a number that is
     not in the vault yet), never the number."""
-    sid = target if isinstance(target, bytes) else service.vault.find_by_number(target)
     return {"subscriber_ref": sid.hex() if sid else None, "dnc": on, "source": source, "via": "cli"}
 
 
 def _set(args: argparse.Namespace, on: bool) -> None:
     service = open_service(args)
     with audit_log(args, service.codec.keyring) as audit:
-        target = _target(service, args.target, args)
-        service.vault.set_dnc(target, on, args.source)
+        sid = service.vault.set_dnc(_target(service, args.target, args), on, args.source)
         if audit is not None:
-            audit.append(AuditKind.DNC_CHANGED, _dnc_entry(service, target, on, args.source))
+            audit.append(AuditKind.DNC_CHANGED, _dnc_entry(sid, on, args.source))
 
 
 def cmd_add(args: argparse.Namespace) -> int:
@@ -112,14 +110,13 @@ def cmd_import(args: argparse.Namespace) -> int:
         for row in reader:
             text = (row.get("phone") or row.get("token") or "").strip()
             try:
-                target = _target(service, text, args)
-                service.vault.set_dnc(target, True, args.source)
+                sid = service.vault.set_dnc(_target(service, text, args), True, args.source)
                 added += 1
             except (NumberError, ReffectionError) as exc:
                 failed += 1
                 print(f"line {reader.line_num}: {exc.code}", file=sys.stderr)
                 continue
-            entry = _dnc_entry(service, target, True, args.source)
+            entry = _dnc_entry(sid, True, args.source)
             pending.append((AuditKind.DNC_CHANGED, {**entry, "via": "import", "line": reader.line_num}))
             if audit is not None and len(pending) >= _IMPORT_AUDIT_BATCH:
                 audit.append_many(pending)

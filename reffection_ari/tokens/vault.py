@@ -127,7 +127,9 @@ class Vault(Protocol):
 
     def reveal(self, subscriber_id: bytes, *, purpose: str, call_id: str) -> PhoneNumber: ...
 
-    def set_dnc(self, target: Target, on: bool, source: str) -> None: ...
+    def set_dnc(self, target: Target, on: bool, source: str) -> bytes | None:
+        """Returns the subscriber id, or None for a number not in the vault (yet)."""
+        ...
 
     def is_dnc(self, target: Target) -> bool: ...
 
@@ -452,9 +454,9 @@ class SqliteVault:
 
     # DNC -----------------------------------------------------------------------------------
 
-    def set_dnc(self, target: Target, on: bool, source: str) -> None:
+    def set_dnc(self, target: Target, on: bool, source: str) -> bytes | None:
         with self._tx() as db:
-            _sid, lk = self._resolve_target(target)
+            sid, lk = self._resolve_target(target)
             if lk is None:
                 raise TokenError("no such subscriber", code="unknown_subscriber")
             if on:
@@ -464,6 +466,7 @@ class SqliteVault:
                 )
             else:
                 db.execute("DELETE FROM dnc WHERE lookup=?", (lk,))
+        return sid
 
     def is_dnc(self, target: Target) -> bool:
         with self._lock:
