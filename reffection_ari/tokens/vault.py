@@ -342,7 +342,7 @@ class SqliteVault:
     def bulk_ensure(self, items: Sequence[BulkItem], run_id: str) -> list[bytes | None]:
         key = self._key
         blake = hashlib.blake2b
-        seal = self._sealer.encrypt
+        seal = self._seal
         lookups = [blake(it.number.e164.encode(), key=key, digest_size=16).digest() for it in items]
         out: list[bytes | None] = [None] * len(items)
         now = self._clock()
@@ -377,7 +377,7 @@ class SqliteVault:
                         (
                             sid,
                             lk,
-                            seal(num.e164.encode("ascii"), [sid]),
+                            seal(sid, num.e164),
                             num.region,
                             it.consent_source,
                             it.consent_at,
