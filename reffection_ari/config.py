@@ -309,13 +309,7 @@ def _campaign(name: str, c: _Reader, audiences: set[str]) -> CampaignSettings:
     agent = c.sub("agent")
     digits = {k: keys.answer(k, d) for k, d in (("yes", "1"), ("no", "2"))}
     digits |= {k: keys.dtmf(k, d) for k, d in (("optout", "9"), ("confirm", "#"))}
-    for answer in ("yes", "no"):
-        if digits["optout"] in digits[answer]:
-            raise ConfigError(f"{keys.path}{answer}", "must not contain keys.optout (it opts out whenever pressed)")
-    for later, earlier in (("no", "yes"), ("optout", "yes"), ("optout", "no")):
-        a, b = digits[later], digits[earlier]
-        if a.startswith(b) or b.startswith(a):  # the subscriber's three answers must be distinguishable
-            raise ConfigError(f"{keys.path}{later}", f"must differ from keys.{earlier} and neither may begin the other")
+    # how the answers relate (distinct, prefix-free, no opt-out key inside) is FlowSettings' check
     advertiser = adv.name("id")
     try:
         flow = FlowSettings(

@@ -80,14 +80,15 @@ class FlowSettings:
                 raise ConfigError(key, "must be one DTMF key (0-9, *, #, A-D)")
         for key in ("yes_key", "no_key"):
             if self.optout_key in getattr(self, key):
-                raise ConfigError(key, "must not contain optout_key: that key opts out whenever it is pressed")
+                raise ConfigError(key, "must not contain the optout key: it opts out whenever it is pressed")
         answers = (("yes_key", self.yes_key), ("no_key", self.no_key), ("optout_key", self.optout_key))
         for i, (key, value) in enumerate(answers):
             for other_key, other in answers[:i]:
                 # prefix-free: a complete answer is acted on at once, never held back waiting
                 # for a longer one it begins
                 if value.startswith(other) or other.startswith(value):
-                    raise ConfigError(key, f"must differ from {other_key} and neither may begin the other")
+                    other_name = other_key.removesuffix("_key")
+                    raise ConfigError(key, f"must differ from the {other_name} key and neither may begin the other")
         for key in (
             "first_digit_timeout",
             "inter_digit_timeout",
