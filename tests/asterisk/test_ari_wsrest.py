@@ -64,8 +64,8 @@ async def test_call_driven_without_http(wsari: AriClient) -> None:
     order = ["StasisStart", "PlaybackStarted", "PlaybackFinished", "StasisEnd", "ChannelDestroyed"]
     assert [t for t in mine if t in order] == order
     assert all(e.type != "RESTResponse" for e in seen)
-    stamps = [e.timestamp for e in seen]
-    assert stamps == sorted(stamps)
+    # Not asserted: timestamps in delivery order. Asterisk stamps an event in the thread that raises it,
+    # so events from different threads (playback, channel) may arrive a millisecond out of stamp order.
 
 
 async def test_errors_map_like_http(wsari: AriClient) -> None:
