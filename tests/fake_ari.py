@@ -97,6 +97,7 @@ class FakeAri:
         self.ws_rest_received = 0
         """RESTRequest frames received on event sockets."""
         self.ws_rest_hold = False
+        self.build_options = "OPTIONAL_API, TEST_FRAMEWORK"  # as Debian builds Asterisk
         """When True, RESTRequest frames are counted but never answered."""
         self._loopback: ClientSession | None = None
         self.ws_status: int | None = None
@@ -435,7 +436,8 @@ class FakeAri:
     # ------------------------------------------------------------------ REST handlers
 
     async def _info(self, request: web.Request) -> web.Response:
-        return web.json_response({"system": {"version": "22.0.0-fake", "entity_id": "00:00:00:00:00:01"}})
+        return web.json_response({"system": {"version": "22.0.0-fake", "entity_id": "00:00:00:00:00:01"},
+                                  "build": {"options": self.build_options}})  # fmt: skip
 
     def _new_channel(self, cid: str, endpoint: str, app: str | None) -> JsonDict:
         ch: JsonDict = {

@@ -251,13 +251,21 @@ class Application:
 
 @dataclass(slots=True)
 class AsteriskInfo:
-    """``GET /asterisk/info``: the version and entity id, plus the full document in ``raw``."""
+    """``GET /asterisk/info``: the version, entity id and build options, plus the full document in ``raw``."""
 
     version: str
     entity_id: str
     raw: JsonDict = field(repr=False)
+    #: menuselect build options, e.g. ``("OPTIONAL_API", "TEST_FRAMEWORK")``
+    build_options: tuple[str, ...] = ()
 
     @classmethod
     def from_json(cls, d: JsonDict) -> AsteriskInfo:
         system = d.get("system") or {}
-        return cls(system.get("version") or "", system.get("entity_id") or "", d)
+        options = str((d.get("build") or {}).get("options") or "")
+        return cls(
+            system.get("version") or "",
+            system.get("entity_id") or "",
+            d,
+            tuple(o.strip() for o in options.split(",") if o.strip()),
+        )

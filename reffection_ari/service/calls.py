@@ -165,7 +165,7 @@ class CallService:
         self._channels: dict[str, tuple[_Call, LegName]] = {}
         self._playbacks: dict[str, _Call] = {}
         self._mixmon_done: dict[str, asyncio.Future[None]] = {}
-        self._mixmon_end_seen = False
+        self._mixmon_end_reported = False  # this Asterisk announces a recording's end (TestEvent)
         self._handovers: dict[str, tuple[str, str]] = {}  # channel id -> (other channel, bridge)
         self._leaving: set[str] = set()  # our channels Asterisk reported ending (StasisEnd/Destroyed)
         self._leaving_waiters: dict[str, asyncio.Future[None]] = {}
@@ -180,7 +180,23 @@ class CallService:
         self.ari.add_listener(self._on_ari_event)
         self.ami.add_listener("TestEvent", self._on_ami_test_event)
         self.ari_connected = self.ari.connected
+        await self._probe_recording_end_events()
         return await self._end_orphans()
+
+    async def _probe_recording_end_events(self) -> None:
+        """Learn whether this Asterisk announces a recording's end (TestEvent MIXMONITOR_END).
+
+        Builds with the test framework (Debian's) do; for them a lead waits for the event, so its
+        recording hash covers the complete file even when the subscriber hung up first and the
+        recording thread, not StopMixMonitor, closes the file.
+        """
+        try:
+            info = await self.ari.asterisk.info()
+        except AriError as exc:
+            log.warning("asterisk info unavailable code=%s; recording end bounded to 0.5 s", exc.code)
+            return
+        if "TEST_FRAMEWORK" in info.build_options:
+            self._mixmon_end_reported = True
 
     @property
     def active_calls(self) -> int:
@@ -342,7 +358,7 @@ class CallService:
 
     def _on_ami_test_event(self, headers: dict[str, str]) -> None:
         if headers.get("State") == "MIXMONITOR_END":
-            self._mixmon_end_seen = True
+            self._mixmon_end_reported = True
             future = self._mixmon_done.get(headers.get("File", ""))
             if future is not None and not future.done():
                 future.set_result(None)
@@ -622,15 +638,24 @@ class CallService:
         rec.stopped = True
         name = call.names.get(call.channel_id("subscriber"))
         if name and call.channel_id("subscriber") in call.live:
-            with contextlib.suppress(AmiError):
+            try:
                 await self.ami.stop_mix_monitor(name)
+            except AmiError:
+                pass  # the channel or its recording ended meanwhile: the recording thread closes the file
+            else:
+                # StopMixMonitor closes the file before it answers (its thread announces the end only
+                # when the channel goes): the file is complete now.
+                self._mixmon_done.pop(rec.asterisk_path, None)
+                return
         if rec.done is not None:
-            # Builds with the test framework (Debian's) announce the end of a recording (TestEvent
-            # MIXMONITOR_END); once seen we wait for it. Builds without it get a short bound, after
-            # which MixMonitor has closed the file in practice.
-            bound = 3.0 if self._mixmon_end_seen else 0.5
-            with contextlib.suppress(TimeoutError):
+            # After a hangup the recording thread closes the file. Builds that announce it (see
+            # _probe_recording_end_events) are waited for; others get a short bound, after which
+            # MixMonitor has closed the file in practice.
+            bound = 3.0 if self._mixmon_end_reported else 0.5
+            try:
                 await asyncio.wait_for(asyncio.shield(rec.done), bound)
+            except TimeoutError:
+                log.warning("recording end not announced within %.1f s call_id=%s", bound, call.id)
         self._mixmon_done.pop(rec.asterisk_path, None)
 
     async def _play(self, call: _Call, c: cmd.PlayPrompt) -> None:

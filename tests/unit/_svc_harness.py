@@ -180,8 +180,12 @@ class FakeAmi:
         self.host_dir = host_dir
         self.connected = True
         self.fail_start = False
+        #: after a hangup the recording thread, not StopMixMonitor, closes the file: this much later,
+        #: appending the audio still buffered (StopMixMonitor closes the file before it answers)
+        self.close_after_hangup = 0.0
         self.actions: list[dict[str, str]] = []
         self.active: dict[str, str] = {}  # channel name -> file without extension
+        self.stopped: set[str] = set()  # channels whose recording StopMixMonitor closed
         self._listeners: list[tuple[str, Callable[[dict[str, str]], None]]] = []
 
     def add_listener(self, event: str, listener: Callable[[dict[str, str]], None]) -> None:
@@ -201,14 +205,32 @@ class FakeAmi:
         self.active[channel] = file.removesuffix(".wav")
 
     async def stop_mix_monitor(self, channel: str) -> None:
+        """Like Asterisk: the file is closed before the answer; the end is announced when the channel goes."""
         self.actions.append({"Action": "StopMixMonitor", "Channel": channel})
-        if channel not in self.active:
-            raise AmiError("AMI StopMixMonitor failed: No such channel")
-        self._end(channel)
+        if channel not in self.active or channel in self.stopped:
+            raise AmiError("AMI StopMixMonitor failed: Could not stop monitoring channel")
+        self.stopped.add(channel)
 
     def channel_gone(self, name: str) -> None:
-        if name in self.active:
+        if name not in self.active:
+            return
+        if not self.close_after_hangup or name in self.stopped:
+            self.stopped.discard(name)
             self._end(name)
+            return
+        host = self.host_dir / (self.active[name][len(self.asterisk_dir) + 1 :] + ".wav")
+
+        def close() -> None:
+            with wave.open(str(host), "rb") as r:
+                frames = r.readframes(r.getnframes())
+            with wave.open(str(host), "wb") as w:
+                w.setnchannels(1)
+                w.setsampwidth(2)
+                w.setframerate(8000)
+                w.writeframes(frames + b"\x01\x00" * 800)
+            self._end(name)
+
+        asyncio.get_running_loop().call_later(self.close_after_hangup, close)
 
     def _end(self, channel: str) -> None:
         headers = {"Event": "TestEvent", "State": "MIXMONITOR_END", "File": self.active.pop(channel)}

@@ -118,6 +118,8 @@ async def test_happy_path_confirm_via_api_stores_one_lead(tmp_path: Path, caplog
     messages = [r.getMessage() for r in caplog.records]
     assert any(call_id in m and "call placed" in m for m in messages)
     assert not any(contains_number(m) for m in messages)
+    # StopMixMonitor closed the file: the lead did not wait for an end announced only at hangup
+    assert not any("recording end not announced" in m for m in messages)
 
 
 @pytest.mark.parametrize(("digit", "reason", "opt_outs"), [("2", "declined", 0), ("9", "opted_out", 1)])
@@ -351,6 +353,28 @@ async def test_a_pending_lead_outlives_the_hangup_and_is_acknowledged(tmp_path: 
         assert not h.fake.channels
         assert (h.host_dir / f"{call_id}.wav").exists() and h.partner.deleted == []
         assert_released(h)
+
+
+async def test_a_lead_in_wrap_up_hashes_the_recording_the_thread_completed(tmp_path: Path) -> None:
+    """After the subscriber hung up, Asterisk's recording thread closes the file, possibly a while
+    later; on a build that announces the end (the fake's /asterisk/info says TEST_FRAMEWORK, as
+    Debian's) the lead waits for it, even on the service's first call."""
+    async with harness(tmp_path) as h:
+        h.ami.close_after_hangup = 1.0  # twice the bound used when the build announces nothing
+        events = h.service.events("platform-a")
+        call_id = await h.place()
+        await h.to_bridged(call_id)
+        await h.fake.gone(f"{call_id}-s")
+        async with asyncio.timeout(WAIT):
+            while (await events.get()).state != "wrap_up":
+                pass
+        result = await h.service.confirm(call_id, "platform-a", timeout=WAIT)
+        assert result.ok
+        rec = h.partner.leads[0].recording
+        assert rec is not None
+        assert rec.sha256 == hashlib.sha256((h.host_dir / f"{call_id}.wav").read_bytes()).hexdigest()
+        assert rec.duration_s == 0.2  # 0.1 s at MixMonitor start + 0.1 s written when the file was closed
+        await h.finished(call_id)
 
 
 async def test_place_call_while_asterisk_is_unreachable(tmp_path: Path) -> None:
