@@ -50,7 +50,7 @@ TERMINAL = ("ended", "failed", "transferred")
 #: Campaigns of the test config. ``acme-winter`` is the example's ivr campaign with short timeouts;
 #: ``acme-quick`` has shorter ring/wrap-up timeouts and one call at a time.
 IVR, QUICK, AGENT_MODE, TRANSFER = "acme-winter", "acme-quick", "acme-agent", "acme-transfer"
-EU, EU_SLOW = "acme-eu", "acme-eu-slow"  # the eu rule pack; the slow one allows 1 call per second
+EU, EU_SLOW = "acme-eu", "acme-eu-slow"  # the eu rule pack; the slow one allows 1 call per 10 seconds
 EU_HOLIDAY = "acme-eu-holiday"  # the eu pack with Friday 2026-12-04 as a no-call date
 TWO_KEY = "acme-two-key"  # consent is "1#": a two-key answer with an inter-digit timeout
 LOCAL_PREFIX = "+4420794610"
@@ -222,7 +222,8 @@ class Dialer:
     def leads(self) -> list[dict[str, Any]]:
         if not self.jsonl.exists():
             return []
-        return [json.loads(line) for line in self.jsonl.read_text().splitlines() if line.strip()]
+        # only complete lines: the sink may be writing the next one right now
+        return [json.loads(line) for line in self.jsonl.read_text().splitlines(keepends=True) if line.endswith("\n")]
 
     async def wait_lead(self, call_id: str, timeout: float = 10.0) -> dict[str, Any]:
         """The lead of ``call_id`` once the outbox worker has delivered it to the JSONL sink."""
@@ -240,7 +241,7 @@ class Dialer:
     def recording_path(self, call_id: str) -> Path:
         return self.config.recordings.host_dir / f"{call_id}.wav"
 
-    async def recording_exists(self, call_id: str, timeout: float = 3.0) -> bool:
+    async def recording_exists(self, call_id: str, timeout: float = 10.0) -> bool:
         """Whether the call's recording file appears (MixMonitor's thread creates it just after
         the AMI action returns)."""
         path = self.recording_path(call_id)
@@ -280,7 +281,7 @@ class Dialer:
             self.peers.append(uas_)
             return uas_
 
-    async def sip_seen(self, peer: SippUAS, text: str, timeout: float = 5.0) -> bool:
+    async def sip_seen(self, peer: SippUAS, text: str, timeout: float = 10.0) -> bool:
         """Whether ``text`` shows up in the peer's SIP trace in time (a hangup is sent after the event)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -320,7 +321,7 @@ class Dialer:
 
         return [c["id"] for c in channels if ours(c)], [b["id"] for b in bridges if ours(b)]
 
-    async def wait_no_leftovers(self, timeout: float = 6.0) -> tuple[list[str], list[str]]:
+    async def wait_no_leftovers(self, timeout: float = 10.0) -> tuple[list[str], list[str]]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         channels, bridges = await self.leftovers()
@@ -354,7 +355,7 @@ def build_config(sandbox: Sandbox, workdir: Path, node: str) -> Config:
     base["timeouts"] = {"first_digit": 2, "retries": 1, "subscriber_ring": 10, "agent_ring": 6, "wrap_up": 5,
                         "max_call": 60}  # fmt: skip
     quick = copy.deepcopy(base)
-    quick["timeouts"].update(subscriber_ring=3, agent_ring=3, wrap_up=2)
+    quick["timeouts"].update(subscriber_ring=5, agent_ring=3, wrap_up=2)
     quick["policy"]["max_concurrent"] = 1
     agent_mode = copy.deepcopy(base)
     agent_mode["consent_mode"] = "agent"
@@ -363,7 +364,7 @@ def build_config(sandbox: Sandbox, workdir: Path, node: str) -> Config:
     eu = copy.deepcopy(base)
     eu["policy"] = {"pack": "eu", "max_concurrent": 3, "max_cps": 5}
     eu_slow = copy.deepcopy(base)
-    eu_slow["policy"] = {"pack": "eu", "max_concurrent": 10, "max_cps": 1}
+    eu_slow["policy"] = {"pack": "eu", "max_concurrent": 10, "max_cps": 0.1}  # a burst fits in its window
     eu_holiday = copy.deepcopy(eu)
     eu_holiday["policy"]["no_call_dates"] = ["2026-12-04"]
     two_key = copy.deepcopy(base)
@@ -375,6 +376,13 @@ def build_config(sandbox: Sandbox, workdir: Path, node: str) -> Config:
     # tests can place many calls without SIP peers.
     raw["routes"].insert(0, {"prefix": LOCAL_PREFIX, "dial": "Local/{digits}@bench-subscriber"})
     return parse_config(raw, base_dir=workdir)
+
+
+@pytest.fixture
+def sip_peers(sandbox: Sandbox) -> Iterator[None]:
+    """The sipp ports the sandbox's PJSIP endpoints point at, held for the test (one process at a time)."""
+    with sandbox.sip_peers():
+        yield
 
 
 @pytest.fixture

@@ -39,6 +39,7 @@ class RecordingResolver(TokenResolver):
         return result
 
 
+@pytest.mark.usefixtures("sip_peers")
 async def test_token_dials_the_subscriber_through_the_resolver(sandbox: Sandbox, tmp_path: Path) -> None:
     w = wire(tmp_path)
     token = w.service.issue(num(LONDON), AUDIENCE)

@@ -96,10 +96,14 @@ async def test_mixmonitor_records_real_frames(sandbox: Sandbox) -> None:
         name = f"reffection/ami-{cid}.wav"
         await ami.mix_monitor(channel, name)
         await events.wait_for(lambda e: e.get("Event") == "MixMonitorStart" and e.get("Uniqueid") == cid)
-        # MixMonitor ends with the channel (no MixMonitorStop event then); the file is complete
-        # once the Local channel's other half is gone too.
-        other = channel[:-1] + "2"
-        await events.wait_for(lambda e: e.get("Event") == "Hangup" and e.get("Channel") == other, timeout=15)
+        # MixMonitor ends with the channel (no MixMonitorStop event then); its thread closes the
+        # file, possibly after the Hangup events, and then announces it (the name without format).
+        await events.wait_for(
+            lambda e: e.get("Event") == "TestEvent"
+            and e.get("State") == "MIXMONITOR_END"
+            and e.get("File", "").endswith(f"/ami-{cid}"),
+            timeout=15,
+        )
         wav = sandbox.host_path(f"/var/spool/asterisk/monitor/{name}")
         size = wav.stat().st_size
         # 8 kHz, 16-bit mono: > 1 s of audio is > 16 kB beyond the 44-byte header
@@ -119,7 +123,7 @@ async def test_no_event_lost_around_mixmonitor_test_events(sandbox: Sandbox) -> 
         names: list[str] = []
         files: list[str] = []
         for _ in range(20):
-            cid, channel = await _originate_local(sandbox, events, hold=1)
+            cid, channel = await _originate_local(sandbox, events, hold=3)
             names += [channel, channel[:-1] + "2"]
             files.append(f"amil-{cid}")  # the event names the file without its format
             await ami.mix_monitor(channel, f"reffection/{files[-1]}.wav")
@@ -154,14 +158,15 @@ async def test_event_filter_limits_the_session_to_the_named_events(sandbox: Sand
     await filtered.connect()
     try:
         await filtered.action({"Action": "Ping"})  # the filter actions were sent before this one
-        cid, channel = await _originate_local(sandbox, everything, hold=1)
+        filtered_from = len(few.events)  # events queued before the filter applied may precede the Pong
+        cid, channel = await _originate_local(sandbox, everything, hold=3)
         await plain.mix_monitor(channel, f"reffection/amif-{cid}.wav")
-        await few.wait_for(lambda e: e.get("Event") == "TestEvent" and e.get("State") == "MIXMONITOR_END",
-                           timeout=15)  # fmt: skip
+        await few.wait_for(lambda e: e.get("Event") == "TestEvent" and e.get("State") == "MIXMONITOR_END"
+                           and e.get("File", "").endswith(f"/amif-{cid}"), timeout=15)  # fmt: skip
         other = channel[:-1] + "2"
         await everything.wait_for(lambda e: e.get("Event") == "Hangup" and e.get("Channel") == other, timeout=15)
-        # FullyBooted greets every login, before the filter exists; after it, only TestEvent.
-        assert {e.get("Event") for e in few.events} - {"FullyBooted"} == {"TestEvent"}
+        # After the filter, only TestEvent (FullyBooted greets every login, before the filter exists).
+        assert {e.get("Event") for e in few.events[filtered_from:]} == {"TestEvent"}
         assert any(e.get("Event") == "Newchannel" for e in everything.events)
     finally:
         await filtered.close()

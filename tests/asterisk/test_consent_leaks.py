@@ -62,7 +62,7 @@ async def consented_call(dialer: Dialer) -> ConsentedCall:
     """One full consented call (IVR yes, agent confirms by DTMF and hangs up), plus the API calls a
     platform makes around it; returns once both sipp peers have finished."""
     sub = await dialer.subscriber(speech(), pause(3000), dtmf("1"))
-    agent = await dialer.agent(pause(1500), dtmf("#"), pause(1000), hangup())
+    agent = await dialer.agent(pause(3000), dtmf("#"), pause(1000), hangup())
     call_id = await dialer.place(dialer.issue())
     await dialer.wait_state(call_id, ["lead_stored"])
     end = await dialer.wait_end(call_id)

@@ -16,7 +16,7 @@ import signal
 import sys
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -163,6 +163,15 @@ async def _ari_channels(sandbox: Sandbox, prefix: str) -> list[str]:
     return await _ari_objects(sandbox, prefix, "channels")
 
 
+async def _wait_call_gone_from_asterisk(sandbox: Sandbox, call_id: str) -> None:
+    """A hung-up channel leaves the application before Asterisk destroys it: poll with a deadline."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + TIMEOUT
+    while await _ari_channels(sandbox, call_id) or await _ari_objects(sandbox, call_id, "bridges"):
+        assert loop.time() < deadline, "the call's channels or bridges were not ended"
+        await asyncio.sleep(0.05)  # polling Asterisk with a deadline
+
+
 async def _wait_state(http: aiohttp.ClientSession, api: str, call_id: str, states: set[str]) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + TIMEOUT
@@ -173,12 +182,6 @@ async def _wait_state(http: aiohttp.ClientSession, api: str, call_id: str, state
             return dict(view)
         assert loop.time() < deadline, f"call stuck in {view.get('state')}"
         await asyncio.sleep(0.05)  # polling the API with a deadline
-
-
-@pytest.fixture
-def sip_peers(sandbox: Sandbox) -> Iterator[None]:
-    with sandbox.sip_peers():
-        yield
 
 
 @pytest.mark.usefixtures("sip_peers")
@@ -220,11 +223,7 @@ async def test_sigkill_after_confirm_then_restart_delivers_once_and_ends_the_cal
                 assert not receiver.duplicates
                 assert len(receiver.accepted) == 1
                 # the restarted daemon ended the call the dead one left behind
-                loop = asyncio.get_running_loop()
-                deadline = loop.time() + TIMEOUT
-                while await _ari_channels(sandbox, call_id) or await _ari_objects(sandbox, call_id, "bridges"):
-                    assert loop.time() < deadline, "orphaned channels or bridges were not ended"
-                    await asyncio.sleep(0.05)  # polling Asterisk with a deadline
+                await _wait_call_gone_from_asterisk(sandbox, call_id)
                 log = (tmp_path / "daemon2.log").read_text()
                 assert f"ended orphaned call after restart call_id={call_id}" in log
             finally:
@@ -254,7 +253,7 @@ async def test_sigterm_ends_active_calls_cleanly(sandbox: Sandbox, tmp_path: Pat
                 await _wait_state(http, api, call_id, {"disclosure", "consent"})
             daemon.signal(signal.SIGTERM)
             assert await daemon.wait(15) == 0
-            assert await _ari_channels(sandbox, call_id) == []
+            await _wait_call_gone_from_asterisk(sandbox, call_id)
             log = (tmp_path / "daemon.log").read_text()
             assert f"call finished call_id={call_id} state=ended reason=shutdown" in log
             assert receiver.attempts == Counter()  # no lead without a confirm

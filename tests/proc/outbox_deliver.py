@@ -16,7 +16,7 @@ async def main(db: str, url: str, secret: str, max_attempts: str) -> None:
     outbox = LeadOutbox(db)
     worker = DeliveryWorker(
         outbox,
-        WebhookSink(url, secret, timeout=5.0),
+        WebhookSink(url, secret, timeout=60.0),
         max_attempts=int(max_attempts),
         base_delay=0.01,
         max_delay=0.05,
