@@ -20,7 +20,7 @@ from reffection_ari.ari import (
     StasisStart,
     decode_event,
 )
-from reffection_ari.ari.models import Channel
+from reffection_ari.ari.models import AsteriskInfo, Channel
 
 CHANNEL: dict[str, Any] = {
     "id": "call-1",
@@ -130,3 +130,11 @@ def test_garbage_raises_malformed_without_content(data: str | bytes) -> None:
         decode_event(data)
     assert "1555" not in str(info.value)
     assert "length" in str(info.value)
+
+
+def test_asterisk_info_reads_the_build_options() -> None:
+    doc = {"system": {"version": "22.10.1", "entity_id": "02:42"}, "build": {"options": "OPTIONAL_API, TEST_FRAMEWORK"}}
+    info = AsteriskInfo.from_json(doc)
+    assert (info.version, info.entity_id) == ("22.10.1", "02:42")
+    assert info.build_options == ("OPTIONAL_API", "TEST_FRAMEWORK")
+    assert AsteriskInfo.from_json({"system": {"version": "22.0.0"}}).build_options == ()
