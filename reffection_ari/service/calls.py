@@ -637,17 +637,14 @@ class CallService:
             return
         rec.stopped = True
         name = call.names.get(call.channel_id("subscriber"))
+        closed = False  # StopMixMonitor closes the file before it answers: complete, nothing to await
         if name and call.channel_id("subscriber") in call.live:
             try:
                 await self.ami.stop_mix_monitor(name)
+                closed = True
             except AmiError:
                 pass  # the channel or its recording ended meanwhile: the recording thread closes the file
-            else:
-                # StopMixMonitor closes the file before it answers (its thread announces the end only
-                # when the channel goes): the file is complete now.
-                self._mixmon_done.pop(rec.asterisk_path, None)
-                return
-        if rec.done is not None:
+        if not closed and rec.done is not None:
             # After a hangup the recording thread closes the file. Builds that announce it (see
             # _probe_recording_end_events) are waited for; others get a short bound, after which
             # MixMonitor has closed the file in practice.

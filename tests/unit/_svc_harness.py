@@ -172,6 +172,15 @@ class SvcFakeAri(FakeAri):
 
 
 # ---- fake AMI -------------------------------------------------------------------------------------
+def _write_wav(path: Path, frames: bytes) -> None:
+    """What MixMonitor writes here: 8 kHz, 16-bit mono."""
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(frames)
+
+
 class FakeAmi:
     """Duck-typed :class:`~reffection_ari.ami.AmiClient` (the part the call service uses)."""
 
@@ -197,11 +206,7 @@ class FakeAmi:
             raise AmiError("AMI MixMonitor failed: No such channel")
         assert file.startswith(self.asterisk_dir + "/"), file
         host = self.host_dir / file[len(self.asterisk_dir) + 1 :]
-        with wave.open(str(host), "wb") as w:
-            w.setnchannels(1)
-            w.setsampwidth(2)
-            w.setframerate(8000)
-            w.writeframes(b"\x00\x00" * 800)
+        _write_wav(host, b"\x00\x00" * 800)
         self.active[channel] = file.removesuffix(".wav")
 
     async def stop_mix_monitor(self, channel: str) -> None:
@@ -223,11 +228,7 @@ class FakeAmi:
         def close() -> None:
             with wave.open(str(host), "rb") as r:
                 frames = r.readframes(r.getnframes())
-            with wave.open(str(host), "wb") as w:
-                w.setnchannels(1)
-                w.setsampwidth(2)
-                w.setframerate(8000)
-                w.writeframes(frames + b"\x01\x00" * 800)
+            _write_wav(host, frames + b"\x01\x00" * 800)
             self._end(name)
 
         asyncio.get_running_loop().call_later(self.close_after_hangup, close)
